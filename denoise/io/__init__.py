@@ -1,0 +1,1 @@
+"""Reading and writing images: axes handling, lazy readers, OME-Zarr stores."""
