@@ -1,0 +1,1 @@
+"""Command-line entry point: one subcommand per pipeline stage."""

@@ -1,0 +1,1 @@
+"""Image-quality metrics: PSNR, SSIM, scale-invariant PSNR, no-reference scores."""

@@ -1,0 +1,1 @@
+"""Networks: the U-Net and its measured receptive field."""

@@ -1,0 +1,1 @@
+"""Noise models: Poisson-Gaussian estimation from the noisy data and likelihoods."""

@@ -1,0 +1,1 @@
+"""Chunked, resumable, scatterable prediction over OME-Zarr stores."""

@@ -1,0 +1,1 @@
+"""Exact blended tiling on the global 2**depth lattice."""
