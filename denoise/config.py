@@ -219,4 +219,13 @@ def to_json(model: BaseModel) -> str:
 
 def json_schema() -> dict[str, Any]:
     """JSON schema of :class:`WorkflowConfig` (the source of ``workflow/schemas``)."""
-    return WorkflowConfig.model_json_schema()
+    schema = WorkflowConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def dataset_row_schema() -> dict[str, Any]:
+    """JSON schema of one dataset-sheet row (:class:`DatasetRow`)."""
+    schema = DatasetRow.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

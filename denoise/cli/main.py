@@ -1,0 +1,320 @@
+"""``denoise`` command line: one subcommand per pipeline stage.
+
+Each Snakemake rule calls exactly one of these subcommands, so every stage also runs without
+Snakemake.  Settings arrive as ``--params`` JSON (validated by the pydantic models in
+:mod:`denoise.config`); each stage writes a small deterministic JSON sentinel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from denoise import __version__
+
+log = logging.getLogger("denoise")
+
+
+def _params(model: type, raw: str | None, where: str) -> Any:
+    from pydantic import ValidationError
+
+    from denoise.config import ConfigError, format_validation_error
+
+    try:
+        return model.model_validate(json.loads(raw) if raw else {})
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: --params is not valid JSON ({exc})") from None
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
+
+
+def _outputs(output_dir: str, method: str) -> dict[str, str]:
+    from denoise.methods.registry import output_names
+
+    return {name: str(Path(output_dir) / f"{name}.ome.zarr") for name in output_names(method)}
+
+
+# ---------------------------------------------------------------- stages
+def cmd_ingest(a: argparse.Namespace) -> None:
+    from denoise.config import IngestConfig
+    from denoise.io.ingest import ingest
+    from denoise.provenance import atomic_write_json
+
+    cfg = _params(IngestConfig, a.params, "ingest --params")
+    summary = ingest(a.input, a.store, axes=a.axes or "", cfg=cfg, allow_nonfinite=a.allow_nonfinite)
+    atomic_write_json(a.sentinel, summary)
+
+
+def cmd_noise_model(a: argparse.Namespace) -> None:
+    from denoise.config import NoiseModelConfig
+    from denoise.noise.plot import plot_noise_model
+    from denoise.noise.poisson_gaussian import estimate_poisson_gaussian
+    from denoise.provenance import STAGE_VERSIONS, atomic_write_json, fingerprint, read_json
+
+    cfg = _params(NoiseModelConfig, a.params, "noise-model --params")
+    result = estimate_poisson_gaussian(a.store, cfg, seed=a.seed)
+    ingest_fp = read_json(a.ingest)["fingerprint"] if a.ingest else ""
+    result.update(
+        stage="noise_model",
+        version=STAGE_VERSIONS["noise_model"],
+        fingerprint=fingerprint("noise_model", STAGE_VERSIONS["noise_model"], ingest_fp, cfg.model_dump(), a.seed),
+    )
+    if a.plot:
+        plot_noise_model(result, a.plot)
+    atomic_write_json(a.out, result)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from denoise.config import TrainConfig
+    from denoise.methods.n2v import train_n2v
+    from denoise.methods.registry import check_method, needs_training
+    from denoise.provenance import STAGE_VERSIONS, fingerprint, read_json
+
+    check_method(a.method)
+    if not needs_training(a.method):
+        raise ValueError(f"method '{a.method}' has no training stage")
+    cfg = _params(TrainConfig, a.params, "train --params")
+    ingest_fp = read_json(a.ingest)["fingerprint"] if a.ingest else ""
+    fp = fingerprint("train", STAGE_VERSIONS["train"], ingest_fp, a.method, cfg.model_dump(), a.seed)
+    summary = train_n2v(a.store, a.model_dir, cfg, seed=a.seed, n2v2=a.method == "n2v2", fingerprint=fp)
+    # train_n2v writes MODEL_DIR/model.json (the rule's sentinel) atomically at the end.
+    log.info("trained %s: %s", a.method, json.dumps(summary, default=str)[:300])
+
+
+def _predict_fingerprint(a: argparse.Namespace, cfg: Any) -> str:
+    from denoise.provenance import STAGE_VERSIONS, fingerprint, read_json
+
+    parts: list[Any] = ["predict", STAGE_VERSIONS["predict"], a.method, a.seed]
+    parts.append(read_json(a.ingest)["fingerprint"] if a.ingest else str(a.store))
+    if a.model_dir:
+        parts.append(read_json(Path(a.model_dir) / "model.json").get("sha256", ""))
+    if a.noise_model:
+        parts.append(read_json(a.noise_model).get("fingerprint", ""))
+    parts.append(cfg.model_dump(exclude={"scatter", "threads", "device"}))
+    return fingerprint(*parts)
+
+
+def _predict_setup(a: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
+    from denoise.config import PredictConfig
+    from denoise.methods.registry import check_method
+
+    check_method(a.method)
+    cfg = _params(PredictConfig, a.params, "predict --params")
+    return cfg, _outputs(a.output_dir, a.method), _predict_fingerprint(a, cfg)
+
+
+def cmd_init_output(a: argparse.Namespace) -> None:
+    from denoise.predict.runner import init_output
+    from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions
+
+    cfg, outputs, fp = _predict_setup(a)
+    attrs = {
+        "stage": "predict",
+        "method": a.method,
+        "fingerprint": fp,
+        "predict_config": cfg.model_dump(mode="json"),
+        "seed": a.seed,
+        "versions": package_versions(),
+    }
+    if a.model_dir:
+        from denoise.provenance import read_json
+
+        meta = read_json(Path(a.model_dir) / "model.json")
+        attrs["model"] = {k: meta.get(k) for k in ("sha256", "fingerprint", "method", "train_config")}
+    init_output(a.store, outputs, fp, attrs)
+    atomic_write_json(
+        a.sentinel,
+        {"stage": "init_output", "version": STAGE_VERSIONS["predict"], "fingerprint": fp, "outputs": outputs},
+    )
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from denoise.methods.registry import build_predictor
+    from denoise.predict.runner import init_output, predict_units
+    from denoise.provenance import STAGE_VERSIONS, atomic_write_json, read_json
+
+    cfg, outputs, fp = _predict_setup(a)
+    if a.scatter_index == 0 and a.scatter_count == 1 and not a.no_init:
+        init_output(a.store, outputs, fp, {"stage": "predict", "method": a.method, "fingerprint": fp})
+    noise = read_json(a.noise_model) if a.noise_model else None
+    predictor = build_predictor(a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise)
+    summary = predict_units(
+        a.store, outputs, predictor, cfg, fp, scatter_index=a.scatter_index, scatter_count=a.scatter_count
+    )
+    keep = {k: v for k, v in summary.items() if k not in ("computed", "skipped", "seconds", "units_per_s")}
+    atomic_write_json(
+        a.sentinel,
+        {
+            "stage": "predict",
+            "version": STAGE_VERSIONS["predict"],
+            "fingerprint": fp,
+            "scatter": [a.scatter_index, a.scatter_count],
+            **keep,
+        },
+    )
+
+
+def cmd_gather(a: argparse.Namespace) -> None:
+    from denoise.predict.runner import finalize_output
+    from denoise.provenance import STAGE_VERSIONS, atomic_write_json
+
+    cfg, outputs, fp = _predict_setup(a)
+    summary = finalize_output(a.store, outputs, fp, a.scatter_count)
+    atomic_write_json(
+        a.sentinel,
+        {"stage": "gather", "version": STAGE_VERSIONS["predict"], "fingerprint": fp, "outputs": outputs, **summary},
+    )
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from denoise.metrics.evaluate import evaluate, write_tables
+
+    outputs = _outputs(a.output_dir, a.method)
+    result = evaluate(a.store, outputs, a.ground_truth or "", a.gt_axes or "")
+    write_tables(result, a.json, a.tsv)
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from denoise.config import ReportConfig
+    from denoise.report.html import build_report
+
+    cfg = _params(ReportConfig, a.params, "report --params")
+    build_report(a.results, [d for d in a.datasets.split(",") if d], a.out, cfg)
+
+
+def cmd_check_config(a: argparse.Namespace) -> None:
+    import yaml
+
+    from denoise.config import load_workflow_config, read_dataset_sheet
+    from denoise.io.sheet_checks import check_sheet_inputs
+
+    data = yaml.safe_load(Path(a.config).read_text()) or {}
+    cfg = load_workflow_config(data, where=a.config)
+    rows = read_dataset_sheet(cfg.datasets)
+    check_sheet_inputs(rows, cfg.datasets)
+    print(f"{a.config}: OK ({len(rows)} dataset(s): {', '.join(r.name for r in rows)})")
+
+
+def cmd_schema(a: argparse.Namespace) -> None:
+    from denoise.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+
+
+# ---------------------------------------------------------------- parser
+def _common_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, help="Input OME-Zarr store (from ingest).")
+    p.add_argument("--output-dir", required=True, help="Directory for the output OME-Zarr store(s).")
+    p.add_argument("--method", required=True, help="Denoising method (n2v, n2v2, noise2fast, gaussian, bm3d_vst).")
+    p.add_argument("--model-dir", default=None, help="Trained model directory (methods with a train stage).")
+    p.add_argument("--noise-model", default=None, help="Noise-model JSON (classical methods use it).")
+    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON (its fingerprint enters ours).")
+    p.add_argument("--params", default=None, help="PredictConfig as JSON.")
+    p.add_argument("--seed", type=int, default=42, help="Random seed.")
+    p.add_argument("--scatter-count", type=int, default=1, help="Number of predict jobs (scatter).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``denoise`` argument parser."""
+    ap = argparse.ArgumentParser(prog="denoise", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=f"denoise {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="Convert an input image to a chunked OME-Zarr 0.5 store.")
+    p.add_argument("--input", required=True, help="TIFF, PNG / PNG glob, .npy, zarr or OME-Zarr path.")
+    p.add_argument("--axes", default="", help="Axes of the input, e.g. 'tyx' (needed when the file has none).")
+    p.add_argument("--store", required=True, help="Output OME-Zarr store path.")
+    p.add_argument("--sentinel", required=True, help="JSON summary written on success.")
+    p.add_argument("--params", default=None, help="IngestConfig as JSON.")
+    p.add_argument("--allow-nonfinite", action="store_true", help="Replace NaN/Inf by the median instead of failing.")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("noise-model", help="Estimate Poisson-Gaussian noise parameters per channel.")
+    p.add_argument("--store", required=True, help="Input OME-Zarr store.")
+    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
+    p.add_argument("--out", required=True, help="Output JSON.")
+    p.add_argument("--plot", default=None, help="Output PNG of variance vs mean with the fit.")
+    p.add_argument("--params", default=None, help="NoiseModelConfig as JSON.")
+    p.add_argument("--seed", type=int, default=42, help="Random seed.")
+    p.set_defaults(func=cmd_noise_model)
+
+    p = sub.add_parser("train", help="Train a Noise2Void / N2V2 model on the store.")
+    p.add_argument("--store", required=True, help="Input OME-Zarr store.")
+    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
+    p.add_argument("--model-dir", required=True, help="Model directory (model.json is the sentinel).")
+    p.add_argument("--method", default="n2v", help="n2v or n2v2.")
+    p.add_argument("--params", default=None, help="TrainConfig as JSON.")
+    p.add_argument("--seed", type=int, default=42, help="Random seed.")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("init-output", help="Create the empty output store(s) before scattered prediction.")
+    _common_predict(p)
+    p.add_argument("--sentinel", required=True, help="JSON written on success.")
+    p.set_defaults(func=cmd_init_output)
+
+    p = sub.add_parser("predict", help="Predict this job's share of units into the output store(s).")
+    _common_predict(p)
+    p.add_argument("--scatter-index", type=int, default=0, help="Which job this is (0-based).")
+    p.add_argument("--no-init", action="store_true", help="Do not create the output (init-output did).")
+    p.add_argument("--sentinel", required=True, help="JSON written on success.")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("gather", help="Check every unit, build the pyramid, validate, mark complete.")
+    _common_predict(p)
+    p.add_argument("--sentinel", required=True, help="JSON written on success.")
+    p.set_defaults(func=cmd_gather)
+
+    p = sub.add_parser("evaluate", help="PSNR / SSIM / scale-invariant PSNR against a ground truth.")
+    p.add_argument("--store", required=True, help="Raw input OME-Zarr store.")
+    p.add_argument("--output-dir", required=True, help="Directory holding the output store(s).")
+    p.add_argument("--method", required=True, help="Method (decides the output names).")
+    p.add_argument("--ground-truth", default="", help="Ground-truth image (optional).")
+    p.add_argument("--gt-axes", default="", help="Axes of the ground truth.")
+    p.add_argument("--json", required=True, help="Metrics JSON.")
+    p.add_argument("--tsv", required=True, help="Metrics TSV.")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="Build the self-contained HTML report.")
+    p.add_argument("--results", required=True, help="Results directory.")
+    p.add_argument("--datasets", required=True, help="Comma-separated dataset names.")
+    p.add_argument("--out", required=True, help="Output HTML file.")
+    p.add_argument("--params", default=None, help="ReportConfig as JSON.")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("check-config", help="Validate a config and its dataset sheet (inputs, axes, methods).")
+    p.add_argument("config", help="config.yaml path.")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("schema", help="Print the JSON schema of the workflow config.")
+    p.set_defaults(func=cmd_schema)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (errors print one clear message, exit 1/2)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from denoise.config import ConfigError
+    from denoise.io.axes import AxesError
+    from denoise.io.readers import InputError
+
+    try:
+        args.func(args)
+    except (ConfigError, InputError, AxesError, FileNotFoundError, ValueError, ImportError) as exc:
+        print(f"denoise {args.command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

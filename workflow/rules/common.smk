@@ -1,0 +1,121 @@
+# Shared helpers: config + dataset-sheet validation (before any job runs) and input functions.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from denoise.config import load_workflow_config, read_dataset_sheet, to_json
+from denoise.io.omezarr import is_ome_zarr_v05
+from denoise.io.sheet_checks import check_sheet_inputs
+from denoise.methods.registry import needs_training
+
+envvars:
+    "PATH",
+
+
+# The `denoise` console script lives next to the Python running Snakemake (a venv's bin/).
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+
+validate(config, "../schemas/config.schema.json")
+CFG = load_workflow_config(config, where="config")
+SHEET = CFG.datasets
+ROWS = {row.name: row for row in read_dataset_sheet(SHEET)}
+check_sheet_inputs(list(ROWS.values()), SHEET)
+RES = CFG.results
+SEED = CFG.seed
+DATASETS = list(ROWS)
+# Conda env for --software-deployment-method conda (path relative to the rule files).
+CONDA_ENV = "../../envs/denoise.yaml"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+
+
+scattergather:
+    split=CFG.predict.scatter,
+
+
+def row(wildcards):
+    return ROWS[wildcards.dataset]
+
+
+def raw_store(wildcards):
+    """The dataset's OME-Zarr: the input itself when it is OME-Zarr 0.5 and reuse is on."""
+    r = row(wildcards)
+    if CFG.ingest.reuse_ome_zarr and is_ome_zarr_v05(r.uri):
+        return r.uri
+    return f"{RES}/{wildcards.dataset}/raw.ome.zarr"
+
+
+def source_files(wildcards):
+    """Input files Snakemake should watch (single files and PNG series; not directories)."""
+    import glob
+
+    uri = row(wildcards).uri
+    if any(ch in uri for ch in "*?["):
+        return sorted(glob.glob(uri))
+    return [uri] if Path(uri).is_file() else []
+
+
+def model_inputs(wildcards):
+    if needs_training(row(wildcards).method):
+        return {"model": f"{RES}/{wildcards.dataset}/model/model.json"}
+    return {}
+
+
+def model_dir_arg(wildcards):
+    if needs_training(row(wildcards).method):
+        return f"--model-dir {RES}/{wildcards.dataset}/model"
+    return ""
+
+
+def scatter_index(wildcards):
+    return int(wildcards.scatteritem.split("-of-")[0]) - 1
+
+
+def scatter_count(wildcards):
+    return int(wildcards.scatteritem.split("-of-")[1])
+
+
+def with_gt():
+    return [name for name, r in ROWS.items() if r.ground_truth]
+
+
+def all_targets():
+    targets = [f"{RES}/report.html"]
+    targets += expand(f"{RES}/{{dataset}}/predict.json", dataset=DATASETS)
+    targets += expand(f"{RES}/{{dataset}}/metrics.json", dataset=with_gt())
+    return targets
+
+
+def parent_of_output(levels=1):
+    """A params function: the directory ``levels`` up from the rule's first output."""
+
+    def fn(wildcards, output):
+        p = Path(output[0])
+        for _ in range(levels):
+            p = p.parent
+        return str(p)
+
+    return fn
+
+
+def predict_params(levels):
+    return dict(
+        store=raw_store,
+        out_dir=parent_of_output(levels),
+        method=lambda w: row(w).method,
+        model=model_dir_arg,
+        cfg=to_json(CFG.predict),
+        seed=SEED,
+    )
+
+
+def report_inputs(wildcards):
+    files = expand(f"{RES}/{{dataset}}/predict.json", dataset=DATASETS)
+    files += expand(f"{RES}/{{dataset}}/noise_model.json", dataset=DATASETS)
+    files += expand(f"{RES}/{{dataset}}/metrics.json", dataset=with_gt())
+    files += [f"{RES}/{d}/model/model.json" for d in DATASETS if needs_training(ROWS[d].method)]
+    return files

@@ -1,0 +1,24 @@
+# PSNR / SSIM / scale-invariant PSNR against the ground truth (datasets that have one).
+rule evaluate:
+    input:
+        predict=f"{RES}/{{dataset}}/predict.json",
+        gt=lambda w: [row(w).ground_truth] if Path(row(w).ground_truth).is_file() else [],
+    output:
+        json=f"{RES}/{{dataset}}/metrics.json",
+        tsv=f"{RES}/{{dataset}}/metrics.tsv",
+    params:
+        store=raw_store,
+        out_dir=parent_of_output(1),
+        method=lambda w: row(w).method,
+        gt=lambda w: row(w).ground_truth,
+        gt_axes=lambda w: row(w).ground_truth_axes,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/evaluate.log",
+    benchmark:
+        f"{RES}/benchmarks/{{dataset}}/evaluate.tsv"
+    shell:
+        "denoise evaluate --store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
+        " --ground-truth '{params.gt}' --gt-axes '{params.gt_axes}' --json {output.json}"
+        " --tsv {output.tsv} 2> {log}"

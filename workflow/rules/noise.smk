@@ -1,0 +1,20 @@
+# Poisson-Gaussian noise parameters per channel, from the noisy data alone.
+rule noise_model:
+    input:
+        f"{RES}/{{dataset}}/ingest.json",
+    output:
+        json=f"{RES}/{{dataset}}/noise_model.json",
+        plot=f"{RES}/{{dataset}}/noise_model.png",
+    params:
+        store=raw_store,
+        cfg=to_json(CFG.noise_model),
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/noise_model.log",
+    benchmark:
+        f"{RES}/benchmarks/{{dataset}}/noise_model.tsv"
+    shell:
+        "denoise noise-model --store '{params.store}' --ingest {input} --out {output.json}"
+        " --plot {output.plot} --params '{params.cfg}' --seed {params.seed} 2> {log}"

@@ -1,0 +1,78 @@
+# Tiled prediction: init_output -> predict scattered over N jobs (--set-scatter split=N) -> gather.
+# The output stores are params; each job writes only its own units, marked done atomically.
+rule init_output:
+    input:
+        unpack(model_inputs),
+        ingest=f"{RES}/{{dataset}}/ingest.json",
+        noise=f"{RES}/{{dataset}}/noise_model.json",
+    output:
+        f"{RES}/{{dataset}}/predict/init.json",
+    params:
+        **predict_params(2),
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/init_output.log",
+    benchmark:
+        f"{RES}/benchmarks/{{dataset}}/init_output.tsv"
+    shell:
+        "denoise init-output "
+        "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
+        " {params.model} --noise-model {input.noise} --ingest {input.ingest}"
+        " --params '{params.cfg}' --seed {params.seed}"
+        " --sentinel {output} 2> {log}"
+
+
+rule predict:
+    input:
+        unpack(model_inputs),
+        ingest=f"{RES}/{{dataset}}/ingest.json",
+        noise=f"{RES}/{{dataset}}/noise_model.json",
+        init=f"{RES}/{{dataset}}/predict/init.json",
+    output:
+        f"{RES}/{{dataset}}/predict/part_{{scatteritem}}.json",
+    params:
+        **predict_params(2),
+        index=scatter_index,
+        n_jobs=scatter_count,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/predict_{{scatteritem}}.log",
+    benchmark:
+        f"{RES}/benchmarks/{{dataset}}/predict_{{scatteritem}}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=lambda w: 1 if CFG.predict.device == "cuda" else 0,
+    shell:
+        "denoise predict "
+        "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
+        " {params.model} --noise-model {input.noise} --ingest {input.ingest}"
+        " --params '{params.cfg}' --seed {params.seed}"
+        " --no-init --scatter-index {params.index} --scatter-count {params.n_jobs}"
+        " --sentinel {output} 2> {log}"
+
+
+rule gather_predict:
+    input:
+        unpack(model_inputs),
+        parts=gather.split(f"{RES}/{{{{dataset}}}}/predict/part_{{scatteritem}}.json"),
+        ingest=f"{RES}/{{dataset}}/ingest.json",
+        noise=f"{RES}/{{dataset}}/noise_model.json",
+    output:
+        f"{RES}/{{dataset}}/predict.json",
+    params:
+        **predict_params(1),
+        n_jobs=len(gather.split("{scatteritem}")),
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/gather_predict.log",
+    benchmark:
+        f"{RES}/benchmarks/{{dataset}}/gather_predict.tsv"
+    shell:
+        "denoise gather "
+        "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
+        " {params.model} --noise-model {input.noise} --ingest {input.ingest}"
+        " --params '{params.cfg}' --seed {params.seed}"
+        " --scatter-count {params.n_jobs} --sentinel {output} 2> {log}"
