@@ -40,9 +40,13 @@ class IngestConfig(_Strict):
 class NoiseModelConfig(_Strict):
     """Poisson-Gaussian noise-model estimation from the noisy data alone."""
 
-    block: int = Field(8, ge=4, description="Edge of the local blocks whose mean/variance are fitted.")
+    block: int = Field(
+        8, ge=4, description="Edge of the local blocks whose mean/variance are fitted."
+    )
     max_samples: int = Field(
-        2_000_000, ge=10_000, description="Pixels sampled at most per channel (keeps memory bounded)."
+        2_000_000,
+        ge=10_000,
+        description="Pixels sampled at most per channel (keeps memory bounded).",
     )
     smooth_quantile: float = Field(
         0.5,
@@ -110,7 +114,9 @@ class PredictConfig(_Strict):
         False, description="Noise2Fast: start each frame from the previous frame's weights."
     )
     gaussian_sigma: float | None = Field(
-        None, gt=0, description="Gaussian method: σ in pixels; None chooses it without ground truth."
+        None,
+        gt=0,
+        description="Gaussian method: σ in pixels; None chooses it without ground truth.",
     )
 
 
@@ -124,11 +130,17 @@ class DatasetRow(_Strict):
     """One row of the dataset sheet."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Unique dataset name.")
-    uri: str = Field(..., description="Input path: TIFF, PNG file/series glob, .npy, zarr or OME-Zarr.")
-    axes: str = Field("", description="Axes of the input (letters from 'tczyx'); empty: from metadata.")
+    uri: str = Field(
+        ..., description="Input path: TIFF, PNG file/series glob, .npy, zarr or OME-Zarr."
+    )
+    axes: str = Field(
+        "", description="Axes of the input (letters from 'tczyx'); empty: from metadata."
+    )
     method: Method = Field("n2v", description="Denoising method.")
     ground_truth: str = Field("", description="Optional ground-truth image for metrics.")
-    ground_truth_axes: str = Field("", description="Axes of the ground truth; empty: from metadata.")
+    ground_truth_axes: str = Field(
+        "", description="Axes of the ground truth; empty: from metadata."
+    )
 
     @field_validator("axes", "ground_truth_axes")
     @classmethod
@@ -192,10 +204,14 @@ def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
     rows: list[DatasetRow] = []
     problems: list[str] = []
     with path.open(newline="") as fh:
-        reader = csv.DictReader((line for line in fh if not line.lstrip().startswith("#")), delimiter="\t")
+        reader = csv.DictReader(
+            (line for line in fh if not line.lstrip().startswith("#")), delimiter="\t"
+        )
         for i, raw in enumerate(reader, start=1):
             clean = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            clean = {k: v for k, v in clean.items() if not (v == "" and k not in DatasetRow.model_fields)}
+            clean = {
+                k: v for k, v in clean.items() if not (v == "" and k not in DatasetRow.model_fields)
+            }
             try:
                 rows.append(DatasetRow.model_validate(clean))
             except ValidationError as err:

@@ -46,7 +46,9 @@ def cmd_ingest(a: argparse.Namespace) -> None:
     from denoise.provenance import atomic_write_json
 
     cfg = _params(IngestConfig, a.params, "ingest --params")
-    summary = ingest(a.input, a.store, axes=a.axes or "", cfg=cfg, allow_nonfinite=a.allow_nonfinite)
+    summary = ingest(
+        a.input, a.store, axes=a.axes or "", cfg=cfg, allow_nonfinite=a.allow_nonfinite
+    )
     atomic_write_json(a.sentinel, summary)
 
 
@@ -62,7 +64,9 @@ def cmd_noise_model(a: argparse.Namespace) -> None:
     result.update(
         stage="noise_model",
         version=STAGE_VERSIONS["noise_model"],
-        fingerprint=fingerprint("noise_model", STAGE_VERSIONS["noise_model"], ingest_fp, cfg.model_dump(), a.seed),
+        fingerprint=fingerprint(
+            "noise_model", STAGE_VERSIONS["noise_model"], ingest_fp, cfg.model_dump(), a.seed
+        ),
     )
     if a.plot:
         plot_noise_model(result, a.plot)
@@ -80,8 +84,12 @@ def cmd_train(a: argparse.Namespace) -> None:
         raise ValueError(f"method '{a.method}' has no training stage")
     cfg = _params(TrainConfig, a.params, "train --params")
     ingest_fp = read_json(a.ingest)["fingerprint"] if a.ingest else ""
-    fp = fingerprint("train", STAGE_VERSIONS["train"], ingest_fp, a.method, cfg.model_dump(), a.seed)
-    summary = train_n2v(a.store, a.model_dir, cfg, seed=a.seed, n2v2=a.method == "n2v2", fingerprint=fp)
+    fp = fingerprint(
+        "train", STAGE_VERSIONS["train"], ingest_fp, a.method, cfg.model_dump(), a.seed
+    )
+    summary = train_n2v(
+        a.store, a.model_dir, cfg, seed=a.seed, n2v2=a.method == "n2v2", fingerprint=fp
+    )
     # train_n2v writes MODEL_DIR/model.json (the rule's sentinel) atomically at the end.
     log.info("trained %s: %s", a.method, json.dumps(summary, default=str)[:300])
 
@@ -125,11 +133,18 @@ def cmd_init_output(a: argparse.Namespace) -> None:
         from denoise.provenance import read_json
 
         meta = read_json(Path(a.model_dir) / "model.json")
-        attrs["model"] = {k: meta.get(k) for k in ("sha256", "fingerprint", "method", "train_config")}
+        attrs["model"] = {
+            k: meta.get(k) for k in ("sha256", "fingerprint", "method", "train_config")
+        }
     init_output(a.store, outputs, fp, attrs)
     atomic_write_json(
         a.sentinel,
-        {"stage": "init_output", "version": STAGE_VERSIONS["predict"], "fingerprint": fp, "outputs": outputs},
+        {
+            "stage": "init_output",
+            "version": STAGE_VERSIONS["predict"],
+            "fingerprint": fp,
+            "outputs": outputs,
+        },
     )
 
 
@@ -140,13 +155,25 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
     cfg, outputs, fp = _predict_setup(a)
     if a.scatter_index == 0 and a.scatter_count == 1 and not a.no_init:
-        init_output(a.store, outputs, fp, {"stage": "predict", "method": a.method, "fingerprint": fp})
+        init_output(
+            a.store, outputs, fp, {"stage": "predict", "method": a.method, "fingerprint": fp}
+        )
     noise = read_json(a.noise_model) if a.noise_model else None
     predictor = build_predictor(a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise)
     summary = predict_units(
-        a.store, outputs, predictor, cfg, fp, scatter_index=a.scatter_index, scatter_count=a.scatter_count
+        a.store,
+        outputs,
+        predictor,
+        cfg,
+        fp,
+        scatter_index=a.scatter_index,
+        scatter_count=a.scatter_count,
     )
-    keep = {k: v for k, v in summary.items() if k not in ("computed", "skipped", "seconds", "units_per_s")}
+    keep = {
+        k: v
+        for k, v in summary.items()
+        if k not in ("computed", "skipped", "seconds", "units_per_s")
+    }
     atomic_write_json(
         a.sentinel,
         {
@@ -163,11 +190,17 @@ def cmd_gather(a: argparse.Namespace) -> None:
     from denoise.predict.runner import finalize_output
     from denoise.provenance import STAGE_VERSIONS, atomic_write_json
 
-    cfg, outputs, fp = _predict_setup(a)
+    _cfg, outputs, fp = _predict_setup(a)
     summary = finalize_output(a.store, outputs, fp, a.scatter_count)
     atomic_write_json(
         a.sentinel,
-        {"stage": "gather", "version": STAGE_VERSIONS["predict"], "fingerprint": fp, "outputs": outputs, **summary},
+        {
+            "stage": "gather",
+            "version": STAGE_VERSIONS["predict"],
+            "fingerprint": fp,
+            "outputs": outputs,
+            **summary,
+        },
     )
 
 
@@ -176,6 +209,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
     outputs = _outputs(a.output_dir, a.method)
     result = evaluate(a.store, outputs, a.ground_truth or "", a.gt_axes or "")
+    result["ground_truth"] = {"uri": a.ground_truth, "axes": a.gt_axes}
     write_tables(result, a.json, a.tsv)
 
 
@@ -209,11 +243,23 @@ def cmd_schema(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- parser
 def _common_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="Input OME-Zarr store (from ingest).")
-    p.add_argument("--output-dir", required=True, help="Directory for the output OME-Zarr store(s).")
-    p.add_argument("--method", required=True, help="Denoising method (n2v, n2v2, noise2fast, gaussian, bm3d_vst).")
-    p.add_argument("--model-dir", default=None, help="Trained model directory (methods with a train stage).")
-    p.add_argument("--noise-model", default=None, help="Noise-model JSON (classical methods use it).")
-    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON (its fingerprint enters ours).")
+    p.add_argument(
+        "--output-dir", required=True, help="Directory for the output OME-Zarr store(s)."
+    )
+    p.add_argument(
+        "--method",
+        required=True,
+        help="Denoising method (n2v, n2v2, noise2fast, gaussian, bm3d_vst).",
+    )
+    p.add_argument(
+        "--model-dir", default=None, help="Trained model directory (methods with a train stage)."
+    )
+    p.add_argument(
+        "--noise-model", default=None, help="Noise-model JSON (classical methods use it)."
+    )
+    p.add_argument(
+        "--ingest", default=None, help="Ingest sentinel JSON (its fingerprint enters ours)."
+    )
     p.add_argument("--params", default=None, help="PredictConfig as JSON.")
     p.add_argument("--seed", type=int, default=42, help="Random seed.")
     p.add_argument("--scatter-count", type=int, default=1, help="Number of predict jobs (scatter).")
@@ -227,15 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="Convert an input image to a chunked OME-Zarr 0.5 store.")
-    p.add_argument("--input", required=True, help="TIFF, PNG / PNG glob, .npy, zarr or OME-Zarr path.")
-    p.add_argument("--axes", default="", help="Axes of the input, e.g. 'tyx' (needed when the file has none).")
+    p.add_argument(
+        "--input", required=True, help="TIFF, PNG / PNG glob, .npy, zarr or OME-Zarr path."
+    )
+    p.add_argument(
+        "--axes", default="", help="Axes of the input, e.g. 'tyx' (needed when the file has none)."
+    )
     p.add_argument("--store", required=True, help="Output OME-Zarr store path.")
     p.add_argument("--sentinel", required=True, help="JSON summary written on success.")
     p.add_argument("--params", default=None, help="IngestConfig as JSON.")
-    p.add_argument("--allow-nonfinite", action="store_true", help="Replace NaN/Inf by the median instead of failing.")
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="Replace NaN/Inf by the median instead of failing.",
+    )
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("noise-model", help="Estimate Poisson-Gaussian noise parameters per channel.")
+    p = sub.add_parser(
+        "noise-model", help="Estimate Poisson-Gaussian noise parameters per channel."
+    )
     p.add_argument("--store", required=True, help="Input OME-Zarr store.")
     p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
     p.add_argument("--out", required=True, help="Output JSON.")
@@ -247,30 +303,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="Train a Noise2Void / N2V2 model on the store.")
     p.add_argument("--store", required=True, help="Input OME-Zarr store.")
     p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
-    p.add_argument("--model-dir", required=True, help="Model directory (model.json is the sentinel).")
+    p.add_argument(
+        "--model-dir", required=True, help="Model directory (model.json is the sentinel)."
+    )
     p.add_argument("--method", default="n2v", help="n2v or n2v2.")
     p.add_argument("--params", default=None, help="TrainConfig as JSON.")
     p.add_argument("--seed", type=int, default=42, help="Random seed.")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("init-output", help="Create the empty output store(s) before scattered prediction.")
+    p = sub.add_parser(
+        "init-output", help="Create the empty output store(s) before scattered prediction."
+    )
     _common_predict(p)
     p.add_argument("--sentinel", required=True, help="JSON written on success.")
     p.set_defaults(func=cmd_init_output)
 
-    p = sub.add_parser("predict", help="Predict this job's share of units into the output store(s).")
+    p = sub.add_parser(
+        "predict", help="Predict this job's share of units into the output store(s)."
+    )
     _common_predict(p)
     p.add_argument("--scatter-index", type=int, default=0, help="Which job this is (0-based).")
-    p.add_argument("--no-init", action="store_true", help="Do not create the output (init-output did).")
+    p.add_argument(
+        "--no-init", action="store_true", help="Do not create the output (init-output did)."
+    )
     p.add_argument("--sentinel", required=True, help="JSON written on success.")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("gather", help="Check every unit, build the pyramid, validate, mark complete.")
+    p = sub.add_parser(
+        "gather", help="Check every unit, build the pyramid, validate, mark complete."
+    )
     _common_predict(p)
     p.add_argument("--sentinel", required=True, help="JSON written on success.")
     p.set_defaults(func=cmd_gather)
 
-    p = sub.add_parser("evaluate", help="PSNR / SSIM / scale-invariant PSNR against a ground truth.")
+    p = sub.add_parser(
+        "evaluate", help="PSNR / SSIM / scale-invariant PSNR against a ground truth."
+    )
     p.add_argument("--store", required=True, help="Raw input OME-Zarr store.")
     p.add_argument("--output-dir", required=True, help="Directory holding the output store(s).")
     p.add_argument("--method", required=True, help="Method (decides the output names).")
@@ -287,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None, help="ReportConfig as JSON.")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("check-config", help="Validate a config and its dataset sheet (inputs, axes, methods).")
+    p = sub.add_parser(
+        "check-config", help="Validate a config and its dataset sheet (inputs, axes, methods)."
+    )
     p.add_argument("config", help="config.yaml path.")
     p.set_defaults(func=cmd_check_config)
 

@@ -48,7 +48,11 @@ def check_values(img: LazyImage, allow_nonfinite: bool = False) -> dict[str, int
 
 def channel_stats(x: da.Array, axes: str) -> list[dict[str, float]]:
     """Per-channel min, max, mean, std and percentiles (streamed; one pass)."""
-    xs = [x] if "c" not in axes else [da.take(x, i, axis=axes.index("c")) for i in range(x.shape[axes.index("c")])]
+    xs = (
+        [x]
+        if "c" not in axes
+        else [da.take(x, i, axis=axes.index("c")) for i in range(x.shape[axes.index("c")])]
+    )
     tasks = []
     for xc in xs:
         f = xc.astype(np.float64)
@@ -89,7 +93,9 @@ def ingest(
     store = Path(store)
     img = open_input(uri, axes)
     if img.data.dtype.kind not in SUPPORTED_KINDS or img.data.dtype.kind == "c":
-        raise InputError(f"{uri}: unsupported pixel type {img.data.dtype}; use integer or float pixels")
+        raise InputError(
+            f"{uri}: unsupported pixel type {img.data.dtype}; use integer or float pixels"
+        )
     if img.data.dtype == bool:
         raise InputError(f"{uri}: boolean (mask) images cannot be denoised")
     if 0 in img.data.shape:
@@ -100,13 +106,19 @@ def ingest(
     if img.data.dtype == np.float16:
         data = data.astype(np.float32)
     if counts["nan"] or counts["inf"]:
-        med = float(da.nanmedian(da.where(da.isfinite(data), data, np.nan).ravel(), axis=0).compute())
+        med = float(
+            da.nanmedian(da.where(da.isfinite(data), data, np.nan).ravel(), axis=0).compute()
+        )
         data = da.where(da.isfinite(data), data, med)
-        log.warning("%s: replaced %d NaN and %d Inf pixels by %g", uri, counts["nan"], counts["inf"], med)
+        log.warning(
+            "%s: replaced %d NaN and %d Inf pixels by %g", uri, counts["nan"], counts["inf"], med
+        )
     chunks = omezarr.default_chunks(data.shape, axes_c, cfg.chunk_yx, cfg.chunk_z)
     in_place = Path(uri).resolve() == store.resolve()
     ident = input_identity(uri)
-    fp = fingerprint("ingest", STAGE_VERSIONS["ingest"], ident, axes_c, cfg.model_dump(), allow_nonfinite)
+    fp = fingerprint(
+        "ingest", STAGE_VERSIONS["ingest"], ident, axes_c, cfg.model_dump(), allow_nonfinite
+    )
     if not in_place:
         tmp = store.with_name(store.name + ".partial")
         for leftover in (tmp, store):
@@ -121,7 +133,14 @@ def ingest(
             "versions": package_versions(),
         }
         arr = omezarr.create_image(
-            tmp, data.shape, data.dtype, axes_c, chunks, scale=img.scale, units=img.units, attributes=attrs,
+            tmp,
+            data.shape,
+            data.dtype,
+            axes_c,
+            chunks,
+            scale=img.scale,
+            units=img.units,
+            attributes=attrs,
             name=Path(uri).name,
         )
         log.info("ingest %s (%s %s %s) -> %s", uri, img.axes, data.shape, data.dtype, store)
@@ -131,7 +150,9 @@ def ingest(
     stats = channel_stats(da.from_zarr(arr), axes_c)
     for i, s in enumerate(stats):
         if s["max"] == s["min"]:
-            log.warning("%s: channel %d is constant (%g); the output will equal the input", uri, i, s["min"])
+            log.warning(
+                "%s: channel %d is constant (%g); the output will equal the input", uri, i, s["min"]
+            )
     group = omezarr.open_group(store, mode="r+")
     omezarr.set_attributes(group, {"stats": stats})
     return {

@@ -34,7 +34,9 @@ def _axis_entry(name: str, unit: str | None) -> dict[str, Any]:
     return entry
 
 
-def default_chunks(shape: Sequence[int], axes: str, chunk_yx: int = 256, chunk_z: int = 16) -> tuple[int, ...]:
+def default_chunks(
+    shape: Sequence[int], axes: str, chunk_yx: int = 256, chunk_z: int = 16
+) -> tuple[int, ...]:
     """Chunks of one plane-block per T/C index, ``chunk_z`` planes and ``chunk_yx`` in Y/X."""
     out = []
     for n, ax in zip(shape, axes, strict=True):
@@ -115,7 +117,10 @@ def write_multiscales(
     """Write the OME-NGFF 0.5 ``multiscales`` metadata for levels ``s0..s{len(scales)-1}``."""
     units = {**DEFAULT_UNITS, **(units or {})}
     datasets = [
-        {"path": f"s{i}", "coordinateTransformations": [{"type": "scale", "scale": list(map(float, s))}]}
+        {
+            "path": f"s{i}",
+            "coordinateTransformations": [{"type": "scale", "scale": list(map(float, s))}],
+        }
         for i, s in enumerate(scales)
     ]
     ome = dict(group.attrs.get("ome", {}))
@@ -123,7 +128,11 @@ def write_multiscales(
         {
             "version": "0.5",
             "multiscales": [
-                {"name": name, "axes": [_axis_entry(a, units.get(a)) for a in axes], "datasets": datasets}
+                {
+                    "name": name,
+                    "axes": [_axis_entry(a, units.get(a)) for a in axes],
+                    "datasets": datasets,
+                }
             ],
         }
     )
@@ -200,8 +209,14 @@ def as_xarray(path: str | Path):  # -> xarray.DataArray
     coords = {}
     for i, a in enumerate(axes):
         if a in "zyx" or a == "t":
-            coords[a] = ("" + a, np.arange(data.shape[i]) * scales[0][i], {"units": units.get(a, "")})
-    return xr.DataArray(data, dims=list(axes), coords=coords, attrs=dict(group.attrs.get("denoise", {})))
+            coords[a] = (
+                "" + a,
+                np.arange(data.shape[i]) * scales[0][i],
+                {"units": units.get(a, "")},
+            )
+    return xr.DataArray(
+        data, dims=list(axes), coords=coords, attrs=dict(group.attrs.get("denoise", {}))
+    )
 
 
 def build_pyramid(path: str | Path, levels: int | None = None, min_size: int = 64) -> int:
@@ -224,8 +239,12 @@ def build_pyramid(path: str | Path, levels: int | None = None, min_size: int = 6
         if min(shape[iy], shape[ix]) // 2 < min_size:
             break
         factors = {i: (2 if i in (iy, ix) else 1) for i in range(len(axes))}
-        trimmed = src[tuple(slice(0, (s // factors[i]) * factors[i]) for i, s in enumerate(src.shape))]
-        reduced = da.coarsen(np.nanmean if np.issubdtype(base.dtype, np.floating) else np.mean, trimmed, factors)
+        trimmed = src[
+            tuple(slice(0, (s // factors[i]) * factors[i]) for i, s in enumerate(src.shape))
+        ]
+        reduced = da.coarsen(
+            np.nanmean if np.issubdtype(base.dtype, np.floating) else np.mean, trimmed, factors
+        )
         reduced = reduced.astype(base.dtype)
         chunks = tuple(min(c, s) for c, s in zip(base.chunks, reduced.shape, strict=True))
         arr = group.create_array(
@@ -240,7 +259,9 @@ def build_pyramid(path: str | Path, levels: int | None = None, min_size: int = 6
         shape = list(reduced.shape)
         src = da.from_zarr(arr)
         n_levels += 1
-    all_scales = [scale_vector(axes, dict(zip(axes, scales[0], strict=True)), 2.0**i) for i in range(n_levels)]
+    all_scales = [
+        scale_vector(axes, dict(zip(axes, scales[0], strict=True)), 2.0**i) for i in range(n_levels)
+    ]
     name = dict(group.attrs)["ome"]["multiscales"][0].get("name", "image")
     write_multiscales(group, axes, all_scales, units=units, name=name)
     return n_levels

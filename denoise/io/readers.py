@@ -73,7 +73,9 @@ def read_tiff(path: Path, axes: str = "") -> LazyImage:
             # Touch the last page's data offsets so a truncated file fails here, not mid-run.
             last = series.keyframe if len(series.pages) == 1 else series.pages[-1]
             if last is not None and hasattr(last, "dataoffsets") and last.dataoffsets:
-                end = max(o + c for o, c in zip(last.dataoffsets, last.databytecounts, strict=False))
+                end = max(
+                    o + c for o, c in zip(last.dataoffsets, last.databytecounts, strict=False)
+                )
                 if end > path.stat().st_size:
                     raise InputError(
                         f"{where}: the TIFF is truncated (image data ends at byte {end}, "
@@ -129,7 +131,11 @@ def read_png_series(pattern: str, axes: str = "") -> LazyImage:
     shape, dtype = shapes[files[0]]
     frames = [da.from_delayed(dask.delayed(iio.imread)(f), shape=shape, dtype=dtype) for f in files]
     data = frames[0] if len(frames) == 1 else da.stack(frames)
-    default = ("yx" if len(shape) == 2 else "yxc") if len(frames) == 1 else ("tyx" if len(shape) == 2 else "tyxc")
+    default = (
+        ("yx" if len(shape) == 2 else "yxc")
+        if len(frames) == 1
+        else ("tyx" if len(shape) == 2 else "tyxc")
+    )
     ax = validate_axes(axes, data.ndim, where=pattern) if axes else default
     return LazyImage(data, ax, pattern, meta={"files": files})
 
@@ -164,7 +170,9 @@ def read_zarr(path: Path, axes: str = "") -> LazyImage:
         found, scales, units = omezarr.read_axes(node, where=where)
         arr = node[omezarr.dataset_paths(node)[0]]
     except Exception as exc:
-        raise InputError(f"{where}: a zarr group without usable OME-NGFF multiscales ({exc})") from exc
+        raise InputError(
+            f"{where}: a zarr group without usable OME-NGFF multiscales ({exc})"
+        ) from exc
     ax = _resolve_axes(axes, found, arr.ndim, where)
     scale = dict(zip(ax, scales[0], strict=False))
     return LazyImage(da.from_zarr(arr), ax, where, scale=scale, units=units)
@@ -180,7 +188,11 @@ def open_input(uri: str, axes: str = "") -> LazyImage:
     """
     p = Path(uri)
     low = uri.lower().rstrip("/")
-    if any(ch in uri for ch in "*?[") or low.endswith(".png") or (p.is_dir() and any(p.glob("*.png"))):
+    if (
+        any(ch in uri for ch in "*?[")
+        or low.endswith(".png")
+        or (p.is_dir() and any(p.glob("*.png")))
+    ):
         return read_png_series(uri, axes)
     if not p.exists():
         raise InputError(f"{uri}: file not found")
@@ -188,6 +200,9 @@ def open_input(uri: str, axes: str = "") -> LazyImage:
         return read_tiff(p, axes)
     if low.endswith(".npy"):
         return read_npy(p, axes)
-    if low.endswith(".zarr") or (p.is_dir() and ((p / "zarr.json").exists() or (p / ".zgroup").exists() or (p / ".zarray").exists())):
+    if low.endswith(".zarr") or (
+        p.is_dir()
+        and ((p / "zarr.json").exists() or (p / ".zgroup").exists() or (p / ".zarray").exists())
+    ):
         return read_zarr(p, axes)
     raise InputError(f"{uri}: unsupported format; use TIFF, PNG, .npy, zarr or OME-Zarr")

@@ -23,7 +23,10 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
     problems = []
     for i, row in enumerate(rows, start=1):
         where = f"{sheet} row {i} ({row.name})"
-        for key, uri, axes in (("uri", row.uri, row.axes), ("ground_truth", row.ground_truth, row.ground_truth_axes)):
+        for key, uri, axes in (
+            ("uri", row.uri, row.axes),
+            ("ground_truth", row.ground_truth, row.ground_truth_axes),
+        ):
             if not uri:
                 continue
             try:

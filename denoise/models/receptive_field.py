@@ -14,7 +14,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def measure_receptive_field(model: nn.Module, ndim: int, multiple: int = 1, size: int | None = None) -> int:
+def measure_receptive_field(
+    model: nn.Module, ndim: int, multiple: int = 1, size: int | None = None
+) -> int:
     """One-sided receptive-field radius (pixels) of ``model`` along Y/X (and Z).
 
     All convolution weights of a copy are made positive and biases zero, batch norm becomes
@@ -24,7 +26,9 @@ def measure_receptive_field(model: nn.Module, ndim: int, multiple: int = 1, size
     """
     m = copy.deepcopy(model).double().eval()
     for mod in m.modules():
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        if isinstance(
+            mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+        ):
             mod.weight.copy_(mod.weight.abs() + 1e-3)
             if mod.bias is not None:
                 mod.bias.zero_()

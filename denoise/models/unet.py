@@ -46,7 +46,11 @@ class MaxBlurPool(nn.Module):
         super().__init__()
         self.ndim = ndim
         k1 = torch.tensor([1.0, 2.0, 1.0])
-        k = k1[:, None] * k1[None, :] if ndim == 2 else k1[:, None, None] * k1[None, :, None] * k1[None, None, :]
+        k = (
+            k1[:, None] * k1[None, :]
+            if ndim == 2
+            else k1[:, None, None] * k1[None, :, None] * k1[None, None, :]
+        )
         k = (k / k.sum()).expand(channels, 1, *k.shape).contiguous()
         self.register_buffer("kernel", k)
         self.channels = channels
@@ -93,8 +97,13 @@ class UNet(nn.Module):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
         self.ndim, self.depth, self.n2v2 = ndim, depth, n2v2
         self.hparams = dict(
-            ndim=ndim, in_channels=in_channels, out_channels=out_channels, depth=depth,
-            features=features, batch_norm=batch_norm, n2v2=n2v2,
+            ndim=ndim,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            depth=depth,
+            features=features,
+            batch_norm=batch_norm,
+            n2v2=n2v2,
         )
         conv = _conv(ndim)
         chans = [features * 2**i for i in range(depth + 1)]
@@ -103,7 +112,11 @@ class UNet(nn.Module):
         cin = in_channels
         for i in range(depth):
             self.down.append(ConvBlock(ndim, cin, chans[i], batch_norm))
-            self.pools.append(MaxBlurPool(ndim, chans[i]) if n2v2 else (nn.MaxPool2d(2) if ndim == 2 else nn.MaxPool3d(2)))
+            self.pools.append(
+                MaxBlurPool(ndim, chans[i])
+                if n2v2
+                else (nn.MaxPool2d(2) if ndim == 2 else nn.MaxPool3d(2))
+            )
             cin = chans[i]
         self.bottom = ConvBlock(ndim, chans[depth - 1], chans[depth], batch_norm)
         self.up = nn.ModuleList()
