@@ -1,0 +1,31 @@
+"""Shared fixtures: paths to the shared evaluation data and small real crops of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+DEMO = REPO / "demo" / "data"
+
+
+def _read(path: Path) -> np.ndarray:
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+@pytest.fixture(scope="session")
+def fish_pair() -> tuple[np.ndarray, np.ndarray]:
+    """The real FMD confocal `fish` image (noisy, ground truth), 512×512 uint8 (demo copy)."""
+    return _read(DEMO / "fish_noisy.tif"), _read(DEMO / "fish_gt.tif")
+
+
+@pytest.fixture(scope="session")
+def fish_crop(fish_pair) -> tuple[np.ndarray, np.ndarray]:
+    """A 128×128 crop of `fish` with structure (noisy, ground truth)."""
+    noisy, gt = fish_pair
+    return noisy[192:320, 192:320].copy(), gt[192:320, 192:320].copy()
