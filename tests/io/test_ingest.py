@@ -20,7 +20,7 @@ def test_ingest_real_fish_valid_ome_zarr(fish_pair, tmp_path):
     s = ingest(str(src), tmp_path / "fish.ome.zarr")
     assert s["axes"] == "yx" and s["shape"] == [512, 512] and s["dtype"] == "uint8"
     omezarr.validate_store(tmp_path / "fish.ome.zarr")
-    arr, axes = omezarr.open_image(tmp_path / "fish.ome.zarr")
+    arr, _axes = omezarr.open_image(tmp_path / "fish.ome.zarr")
     np.testing.assert_array_equal(arr[:], noisy)
     assert abs(s["stats"][0]["mean"] - noisy.mean()) < 1e-6
     # Deterministic: same input -> same fingerprint.
@@ -84,7 +84,7 @@ def test_truncated_zarr_chunk_fails_clearly(tmp_path):
     chunks = sorted(p for p in Path(tmp_path / "src.ome.zarr/s0").rglob("*") if p.is_file() and p.name != "zarr.json")
     victim = chunks[0]
     victim.write_bytes(victim.read_bytes()[:5])
-    with pytest.raises(Exception, match="(?i)(decompress|corrupt|error|frame|src.ome.zarr)"):
+    with pytest.raises(Exception, match=r"(?i)(decompress|corrupt|error|frame|src.ome.zarr)"):
         ingest(str(tmp_path / "src.ome.zarr"), tmp_path / "bad.ome.zarr")
     assert not (tmp_path / "bad.ome.zarr").exists()
 

@@ -67,10 +67,10 @@ def test_truncated_and_corrupt_tiff(fish_pair, tmp_path):
     tifffile.imwrite(p, noisy)
     data = p.read_bytes()
     (tmp_path / "trunc.tif").write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="trunc.tif"):
+    with pytest.raises(InputError, match=r"trunc\.tif"):
         open_input(str(tmp_path / "trunc.tif"))
     (tmp_path / "junk.tif").write_bytes(b"this is not a tiff at all" * 10)
-    with pytest.raises(InputError, match="junk.tif: not a readable TIFF"):
+    with pytest.raises(InputError, match=r"junk\.tif: not a readable TIFF"):
         open_input(str(tmp_path / "junk.tif"))
 
 
