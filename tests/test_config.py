@@ -20,12 +20,12 @@ def test_default_config_valid():
 
 
 def test_unknown_key_named():
-    with pytest.raises(ConfigError, match="unknown key 'train.epochz'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epochz'"):
         load_workflow_config({"train": {"epochz": 3}})
 
 
 def test_bad_value_named():
-    with pytest.raises(ConfigError, match="key 'predict.tile'"):
+    with pytest.raises(ConfigError, match=r"key 'predict\.tile'"):
         load_workflow_config({"predict": {"tile": 3}})
 
 
