@@ -380,7 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (ConfigError, InputError, AxesError, FileNotFoundError, ValueError, ImportError) as exc:
+    except (ConfigError, InputError, AxesError, OSError, ValueError, ImportError, RuntimeError) as exc:
+        if args.verbose:
+            raise
         print(f"denoise {args.command}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     return 0
