@@ -1,0 +1,230 @@
+"""Compare the raw input and each denoised output with a ground truth, image by image.
+
+An *image* is one ``y x`` plane per ``t``/``c`` index, or one ``z y x`` volume per ``t``/``c``
+when the data have a Z axis (PSNR over the volume with the volume's GT range, SSIM averaged over
+its planes).  The ground truth may have fewer axes than the data and is then broadcast: a ``yx``
+GT serves every frame of a ``tyx`` time-lapse; a GT axis of length 1 is broadcast too.
+Planes are read one at a time, so memory stays at a few planes whatever the data size.
+
+Metrics per image and source (:mod:`denoise.metrics.image`): ``mse``, ``psnr`` (range of the
+image's GT), ``si_psnr`` (after the least-squares fit ``a·x + b``), ``ssim`` and, for 8-bit GT,
+``psnr_255``.  The summary averages each metric over images (the papers' convention).
+Output is deterministic (no timestamps); non-finite values (a perfect match) are written as null.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoise.io.omezarr import open_image
+from denoise.io.readers import open_input
+from denoise.metrics.image import psnr_from_mse, ssim
+
+log = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "si_psnr", "mse", "psnr_255")
+
+
+class _Accumulator:
+    """Running sums for MSE and the affine-fit PSNR of one source over one image."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sse = 0.0
+        self.sx = self.sg = self.sxx = self.sxg = self.sgg = 0.0
+        self.shift_x: float | None = None
+        self.shift_g = 0.0
+        self.ssim: list[float] = []
+
+    def add(self, g: np.ndarray, x: np.ndarray) -> None:
+        if (
+            self.shift_x is None
+        ):  # shifting by the first plane's means keeps the sums well conditioned
+            self.shift_x, self.shift_g = float(x.mean()), float(g.mean())
+        self.sse += float(np.sum((g - x) ** 2))
+        xs, gs = x - self.shift_x, g - self.shift_g
+        self.n += x.size
+        self.sx += float(xs.sum())
+        self.sg += float(gs.sum())
+        self.sxx += float(np.dot(xs.ravel(), xs.ravel()))
+        self.sxg += float(np.dot(xs.ravel(), gs.ravel()))
+        self.sgg += float(np.dot(gs.ravel(), gs.ravel()))
+
+    def affine_sse(self) -> float:
+        n = self.n
+        cxx = self.sxx - self.sx * self.sx / n
+        cxg = self.sxg - self.sx * self.sg / n
+        cgg = self.sgg - self.sg * self.sg / n
+        if cxx <= 0:
+            return max(cgg, 0.0)
+        return max(cgg - cxg * cxg / cxx, 0.0)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _gt_indexer(
+    gt_axes: str, gt_shape: tuple[int, ...], axes: str, shape: tuple[int, ...], where: str
+):
+    """Map a data index ``{axis: i}`` to the GT's index tuple (broadcasting missing/length-1 axes)."""
+    extra = [a for a in gt_axes if a not in axes]
+    if extra:
+        raise ValueError(
+            f"{where}: ground-truth axes '{gt_axes}' have {extra} that the data ('{axes}') lack"
+        )
+    for a, n in zip(gt_axes, gt_shape, strict=True):
+        m = shape[axes.index(a)]
+        if n != m and not (n == 1 and a not in "yx"):
+            raise ValueError(
+                f"{where}: ground truth has {a}={n} but the data have {a}={m}; "
+                "they must match (or the GT axis must be absent or of length 1 to broadcast)"
+            )
+
+    def index(idx: Mapping[str, int]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for a, n in zip(gt_axes, gt_shape, strict=True):
+            out.append(slice(None) if a in "yx" else (0 if n == 1 else idx[a]))
+        return tuple(out)
+
+    return index
+
+
+def evaluate(
+    raw_store: str | Path, outputs: Mapping[str, str | Path], gt_uri: str, gt_axes: str = ""
+) -> dict[str, Any]:
+    """Metrics of the raw input and every output against the ground truth, per image and overall.
+
+    Parameters
+    ----------
+    raw_store
+        OME-Zarr of the noisy input.
+    outputs
+        ``{name: OME-Zarr store}`` of denoised results (same axes and shape as the input).
+    gt_uri
+        Ground-truth image (any format :func:`denoise.io.readers.open_input` reads).
+    gt_axes
+        Axes of the ground truth; empty: from its metadata.
+
+    Returns
+    -------
+    dict
+        ``axes``, ``gt``, ``gt_axes``, ``sources``, ``images`` (``index``, ``gt_range``,
+        ``metrics[source][metric]``), ``summary[source][metric]`` (mean over images) and
+        ``gain_db[name]`` (mean PSNR gain of each output over the raw input).
+    """
+    raw, axes = open_image(raw_store)
+    arrays: dict[str, Any] = {"raw": raw}
+    for name, store in outputs.items():
+        if name == "raw":
+            raise ValueError("an output may not be named 'raw' (reserved for the noisy input)")
+        arr, ax = open_image(store)
+        if ax != axes or tuple(arr.shape) != tuple(raw.shape):
+            raise ValueError(
+                f"output '{name}' ({store}) has axes '{ax}' shape {tuple(arr.shape)}, "
+                f"but the input has axes '{axes}' shape {tuple(raw.shape)}"
+            )
+        arrays[name] = arr
+    gt = open_input(str(gt_uri), gt_axes)
+    gidx = _gt_indexer(gt.axes, tuple(gt.data.shape), axes, tuple(raw.shape), str(gt_uri))
+    with_255 = np.dtype(gt.data.dtype) == np.uint8
+    unit_axes = [a for a in axes if a in "tc"]
+    zs = range(raw.shape[axes.index("z")]) if "z" in axes else [None]
+    images = []
+    for combo in itertools.product(*(range(raw.shape[axes.index(a)]) for a in unit_axes)):
+        unit = dict(zip(unit_axes, combo, strict=True))
+        planes = [dict(unit, **({"z": z} if z is not None else {})) for z in zs]
+        gt_planes = [np.asarray(gt.data[gidx(p)], dtype=np.float64) for p in planes]
+        lo = min(float(g.min()) for g in gt_planes)
+        hi = max(float(g.max()) for g in gt_planes)
+        rng = hi - lo
+        accs = {name: _Accumulator() for name in arrays}
+        for p, g in zip(planes, gt_planes, strict=True):
+            key = tuple(p[a] if a in p else slice(None) for a in axes)
+            for name, arr in arrays.items():
+                x = np.asarray(arr[key], dtype=np.float64)
+                bad = int(np.count_nonzero(~np.isfinite(x)))
+                if bad:
+                    raise ValueError(
+                        f"{name}: {bad} non-finite (unwritten?) pixels in plane {p}; "
+                        "finish the prediction before evaluating"
+                    )
+                accs[name].add(g, x)
+                if rng > 0:
+                    accs[name].ssim.append(ssim(g, x, rng))
+        metrics = {}
+        for name, acc in accs.items():
+            err = acc.sse / acc.n
+            m = {
+                "mse": err,
+                "psnr": _finite(psnr_from_mse(err, rng)),
+                "si_psnr": _finite(psnr_from_mse(acc.affine_sse() / acc.n, rng)),
+                "ssim": float(np.mean(acc.ssim)) if acc.ssim else None,
+            }
+            if with_255:
+                m["psnr_255"] = _finite(psnr_from_mse(err, 255.0))
+            metrics[name] = m
+        images.append({"index": unit, "gt_range": rng, "metrics": metrics})
+        log.info("evaluate %s: %s", unit or "image", {n: m["psnr"] for n, m in metrics.items()})
+    summary: dict[str, dict[str, float | None]] = {}
+    for name in arrays:
+        summary[name] = {}
+        for k in METRICS:
+            vals = [im["metrics"][name].get(k) for im in images]
+            vals = [v for v in vals if v is not None]
+            summary[name][k] = float(np.mean(vals)) if vals else None
+        summary[name] = {k: v for k, v in summary[name].items() if with_255 or k != "psnr_255"}
+    raw_psnr = summary["raw"]["psnr"]
+    gain_db = {
+        name: (summary[name]["psnr"] - raw_psnr)
+        if summary[name]["psnr"] is not None and raw_psnr is not None
+        else None
+        for name in outputs
+    }
+    return {
+        "axes": axes,
+        "shape": [int(s) for s in raw.shape],
+        "gt": str(gt_uri),
+        "gt_axes": gt.axes,
+        "unit_axes": "".join(unit_axes),
+        "volume": "z" in axes,
+        "sources": list(arrays),
+        "psnr_definition": "10*log10(range(GT)^2/MSE), range = max(GT) - min(GT) per image, float64, no clipping",
+        "images": images,
+        "summary": summary,
+        "gain_db": gain_db,
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "NA"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_tables(result: Mapping[str, Any], json_path: str | Path, tsv_path: str | Path) -> None:
+    """Write the evaluation as JSON and as a TSV (one row per image and source, then means).
+
+    Both files are written atomically.
+    """
+    from denoise.provenance import atomic_write_json, atomic_write_text
+
+    cols = [k for k in METRICS if any(k in m for m in result["summary"].values())]
+    lines = ["\t".join(["image", "source", *cols])]
+    for im in result["images"]:
+        label = ",".join(f"{k}={v}" for k, v in im["index"].items()) or "image"
+        for src in result["sources"]:
+            lines.append("\t".join([label, src, *(_fmt(im["metrics"][src].get(k)) for k in cols)]))
+    for src in result["sources"]:
+        lines.append("\t".join(["mean", src, *(_fmt(result["summary"][src].get(k)) for k in cols)]))
+    atomic_write_json(json_path, dict(result))
+    atomic_write_text(tsv_path, "\n".join(lines) + "\n")
