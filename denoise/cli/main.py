@@ -198,8 +198,10 @@ def cmd_gather(a: argparse.Namespace) -> None:
             "stage": "gather",
             "version": STAGE_VERSIONS["predict"],
             "fingerprint": fp,
+            "method": a.method,
             "outputs": outputs,
-            **summary,
+            "stores": summary.get("outputs", {}),
+            "n_units": summary.get("n_units"),
         },
     )
 

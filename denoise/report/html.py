@@ -51,19 +51,24 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
-    rows = metrics.get("overall", {})
+    rows = metrics.get("summary", {})
     if not rows:
         return '<p class="note">No ground truth: see the no-reference figures below.</p>'
     cols = ["psnr", "psnr_255", "ssim", "si_psnr"]
-    head = "".join(f"<th>{c}</th>" for c in ["image", *cols])
+    head = "".join(f"<th>{c}</th>" for c in ["image", *cols, "gain (dB)"])
+    gains = metrics.get("gain_db", {})
     body = []
     for name, vals in rows.items():
         cells = "".join(
-            f"<td>{vals[c]:.3f}</td>" if isinstance(vals.get(c), (int, float)) else "<td>–</td>"
-            for c in cols
+            f"<td>{vals[c]:.3f}</td>" if isinstance(vals.get(c), (int, float)) else "<td>–</td>" for c in cols
         )
-        body.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+        gain = gains.get(name)
+        cells += f"<td>{gain:+.2f}</td>" if isinstance(gain, (int, float)) else "<td>–</td>"
+        label = "noisy input" if name == "raw" else name
+        body.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
+    n_img = len(metrics.get("images", []))
+    note = f'<p class="note">Mean over {n_img} image(s); per-image values in metrics.tsv.</p>'
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>{note}"
 
 
 def _noise_table(noise: dict[str, Any]) -> str:
