@@ -98,9 +98,16 @@ def _gt_indexer(
 
 
 def evaluate(
-    raw_store: str | Path, outputs: Mapping[str, str | Path], gt_uri: str, gt_axes: str = ""
+    raw_store: str | Path,
+    outputs: Mapping[str, str | Path],
+    gt_uri: str = "",
+    gt_axes: str = "",
+    noise_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics of the raw input and every output against the ground truth, per image and overall.
+
+    Without a ground truth (``gt_uri`` empty) only the no-reference residual figures are
+    computed; they are also added when ``noise_params`` is given.
 
     Parameters
     ----------
@@ -112,13 +119,16 @@ def evaluate(
         Ground-truth image (any format :func:`denoise.io.readers.open_input` reads).
     gt_axes
         Axes of the ground truth; empty: from its metadata.
+    noise_params
+        Noise-model result (per channel) for the no-reference residual check.
 
     Returns
     -------
     dict
         ``axes``, ``gt``, ``gt_axes``, ``sources``, ``images`` (``index``, ``gt_range``,
-        ``metrics[source][metric]``), ``summary[source][metric]`` (mean over images) and
-        ``gain_db[name]`` (mean PSNR gain of each output over the raw input).
+        ``metrics[source][metric]``), ``summary[source][metric]`` (mean over images),
+        ``gain_db[name]`` (mean PSNR gain of each output over the raw input) and, without GT or
+        with ``noise_params``, ``no_reference`` (see :func:`no_reference`).
     """
     raw, axes = open_image(raw_store)
     arrays: dict[str, Any] = {"raw": raw}
@@ -132,6 +142,23 @@ def evaluate(
                 f"but the input has axes '{axes}' shape {tuple(raw.shape)}"
             )
         arrays[name] = arr
+    base: dict[str, Any] = {"axes": axes, "shape": [int(n) for n in raw.shape]}
+    noref = (
+        no_reference(raw, axes, {k: arrays[k] for k in outputs}, noise_params)
+        if noise_params is not None or not gt_uri
+        else None
+    )
+    if not gt_uri:
+        return {
+            **base,
+            "gt": None,
+            "gt_axes": None,
+            "sources": list(arrays),
+            "images": [],
+            "summary": {},
+            "gain_db": {},
+            "no_reference": noref,
+        }
     gt = open_input(str(gt_uri), gt_axes)
     gidx = _gt_indexer(gt.axes, tuple(gt.data.shape), axes, tuple(raw.shape), str(gt_uri))
     with_255 = np.dtype(gt.data.dtype) == np.uint8
@@ -188,9 +215,8 @@ def evaluate(
         else None
         for name in outputs
     }
-    return {
-        "axes": axes,
-        "shape": [int(s) for s in raw.shape],
+    out = {
+        **base,
         "gt": str(gt_uri),
         "gt_axes": gt.axes,
         "unit_axes": "".join(unit_axes),
@@ -201,6 +227,52 @@ def evaluate(
         "summary": summary,
         "gain_db": gain_db,
     }
+    if noref is not None:
+        out["no_reference"] = noref
+    return out
+
+
+def no_reference(
+    raw: Any, axes: str, outputs: Mapping[str, Any], noise_params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Residual figures of every output, plane by plane, without ground truth.
+
+    Per output: the residual ``raw − output`` variance over the noise model's predicted variance
+    (pooled over planes; ``None`` without a noise model) and the residual's lag-1
+    autocorrelation along ``y`` and ``x`` (mean over planes); see
+    :func:`denoise.metrics.noref.residual_check` for how to read them.
+    """
+    from denoise.metrics.noref import lag1_autocorrelation
+    from denoise.noise.poisson_gaussian import channel_params, predicted_variance
+
+    lead = [a for a in axes if a not in "yx"]
+    result: dict[str, Any] = {}
+    for name, arr in outputs.items():
+        res_sq = pred_sum = 0.0
+        n = 0
+        acy, acx = [], []
+        for combo in itertools.product(*(range(raw.shape[axes.index(a)]) for a in lead)):
+            idx = dict(zip(lead, combo, strict=True))
+            key = tuple(idx[a] if a in idx else slice(None) for a in axes)
+            x = np.asarray(raw[key], dtype=np.float64)
+            d = np.asarray(arr[key], dtype=np.float64)
+            r = x - d
+            res_sq += float(np.sum((r - r.mean()) ** 2))
+            n += r.size
+            if noise_params is not None:
+                p = channel_params(dict(noise_params), int(idx.get("c", 0)))
+                pred_sum += float(np.sum(predicted_variance(p, d)))
+            ac = lag1_autocorrelation(r)
+            acy.append(ac["y"])
+            acx.append(ac["x"])
+        result[name] = {
+            "residual_var": res_sq / n,
+            "variance_ratio": (res_sq / pred_sum)
+            if noise_params is not None and pred_sum > 0
+            else None,
+            "autocorrelation": {"y": float(np.mean(acy)), "x": float(np.mean(acx))},
+        }
+    return result
 
 
 def _fmt(v: Any) -> str:
@@ -212,19 +284,33 @@ def _fmt(v: Any) -> str:
 
 
 def write_tables(result: Mapping[str, Any], json_path: str | Path, tsv_path: str | Path) -> None:
-    """Write the evaluation as JSON and as a TSV (one row per image and source, then means).
+    """Write the evaluation as JSON and as a TSV; both files are written atomically.
 
-    Both files are written atomically.
+    With a ground truth the TSV has one row per image and source, then the means; without one
+    it has one row per output with the no-reference residual figures.
     """
     from denoise.provenance import atomic_write_json, atomic_write_text
 
-    cols = [k for k in METRICS if any(k in m for m in result["summary"].values())]
-    lines = ["\t".join(["image", "source", *cols])]
-    for im in result["images"]:
-        label = ",".join(f"{k}={v}" for k, v in im["index"].items()) or "image"
+    if result["images"] or not result.get("no_reference"):
+        cols = [k for k in METRICS if any(k in m for m in result["summary"].values())]
+        lines = ["\t".join(["image", "source", *cols])]
+        for im in result["images"]:
+            label = ",".join(f"{k}={v}" for k, v in im["index"].items()) or "image"
+            for src in result["sources"]:
+                lines.append(
+                    "\t".join([label, src, *(_fmt(im["metrics"][src].get(k)) for k in cols)])
+                )
         for src in result["sources"]:
-            lines.append("\t".join([label, src, *(_fmt(im["metrics"][src].get(k)) for k in cols)]))
-    for src in result["sources"]:
-        lines.append("\t".join(["mean", src, *(_fmt(result["summary"][src].get(k)) for k in cols)]))
+            lines.append(
+                "\t".join(["mean", src, *(_fmt(result["summary"][src].get(k)) for k in cols)])
+            )
+    else:
+        lines = [
+            "\t".join(["source", "residual_var", "variance_ratio", "autocorr_y", "autocorr_x"])
+        ]
+        for src, m in result["no_reference"].items():
+            ac = m["autocorrelation"]
+            vals = [m["residual_var"], m["variance_ratio"], ac["y"], ac["x"]]
+            lines.append("\t".join([src, *(_fmt(v) for v in vals)]))
     atomic_write_json(json_path, dict(result))
     atomic_write_text(tsv_path, "\n".join(lines) + "\n")

@@ -94,3 +94,23 @@ def test_errors_are_clear(tmp_path, timelapse):
     other = _store(tmp_path / "small.ome.zarr", den[:, :64], "tyx")
     with pytest.raises(ValueError, match="shape"):
         evaluate(raw, {"small": other}, gt_path, "yx")
+
+
+def test_without_ground_truth_gives_no_reference_figures(tmp_path, timelapse):
+    raw, out, _gt_path, frames, den, _gt = timelapse
+    params = {"channels": [{"gain": 21.0, "read_var": 0.0, "offset": 3.3}]}
+    res = evaluate(raw, {"gaussian": out}, "", "", noise_params=params)
+    assert res["images"] == [] and res["summary"] == {}
+    nr = res["no_reference"]["gaussian"]
+    r = frames.astype(np.float64) - den
+    assert nr["residual_var"] == pytest.approx(np.mean([f.var() for f in r]), rel=1e-9)
+    assert 0.3 < nr["variance_ratio"] < 3
+    assert -0.5 < nr["autocorrelation"]["x"] < 0.5
+    assert (
+        evaluate(raw, {"gaussian": out}, "")["no_reference"]["gaussian"]["variance_ratio"] is None
+    )
+    write_tables(res, tmp_path / "n.json", tmp_path / "n.tsv")
+    rows = (tmp_path / "n.tsv").read_text().splitlines()
+    assert rows[0].startswith("source\tresidual_var") and rows[1].startswith("gaussian\t")
+    with_gt = evaluate(raw, {"gaussian": out}, _gt_path, "yx", noise_params=params)
+    assert with_gt["no_reference"] == res["no_reference"] and len(with_gt["images"]) == 2
