@@ -86,19 +86,22 @@ def _noise_table(noise: dict[str, Any]) -> str:
     )
 
 
-def _training_summary(model: dict[str, Any]) -> str:
-    keys = [
-        "method",
-        "epochs_done",
-        "seconds",
-        "final_train_loss",
-        "final_val_loss",
-        "receptive_field",
-        "device",
-    ]
-    cells = "".join(
-        f"<tr><td>{k}</td><td>{html.escape(str(model.get(k, '–')))}</td></tr>" for k in keys
-    )
+def _training_summary(model: dict[str, Any], history: dict[str, Any] | None) -> str:
+    epochs = (history or {}).get("epochs", [])
+    last = epochs[-1] if epochs else {}
+    rows = {
+        "method": model.get("method"),
+        "epochs done / planned": f"{model.get('epochs_done', len(epochs))} / {(history or {}).get('epochs_planned', '–')}",
+        "stopped": (history or {}).get("stopped", "–"),
+        "optimiser steps": last.get("steps", "–"),
+        "training seconds": last.get("seconds", "–"),
+        "final train loss (masked MSE)": f"{last['train_loss']:.4f}" if "train_loss" in last else "–",
+        "final validation loss (blind-spot MSE)": f"{last['val_loss']:.4f}" if "val_loss" in last else "–",
+        "receptive field (px)": model.get("receptive_field"),
+        "halo used for tiling (px)": model.get("halo"),
+        "network": json.dumps(model.get("hparams", {}), sort_keys=True),
+    }
+    cells = "".join(f"<tr><td>{k}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return f"<table>{cells}</table>"
 
 
@@ -155,7 +158,7 @@ def dataset_section(results: Path, name: str, cfg: ReportConfig) -> str:
     parts.append(_file_img(d / "noise_model.png", "noise model"))
     if model:
         parts.append("<h3>Training</h3>")
-        parts.append(_training_summary(model))
+        parts.append(_training_summary(model, _read(d / "model" / "history.json")))
         parts.append(_file_img(d / "model" / "training_curve.png", "training curve"))
     prov = {
         "ingest": ingest,
