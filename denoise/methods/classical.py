@@ -230,7 +230,12 @@ class Bm3dVstPredictor:
     ndim = 2
     output_names: tuple[str, ...] = ("denoised",)
 
-    def __init__(self, noise_params: dict[str, Any]) -> None:
+    def __init__(self, noise_params: dict[str, Any] | None) -> None:
+        if noise_params is None:
+            raise ValueError(
+                "method bm3d_vst needs the fitted noise model (gain, read_var, offset): "
+                "run the noise_model stage first and pass its JSON"
+            )
         channel_params(noise_params, 0)  # validate early, with a clear message
         self.noise_params = noise_params
         self._bm3d = _import_bm3d()
