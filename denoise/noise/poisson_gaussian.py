@@ -57,6 +57,8 @@ MIN_BINS = 4
 #: Target number of blocks per level bin (bins are equal-count).
 BLOCKS_PER_BIN = 60
 MAX_BINS = 64
+#: Smallest y x window read from a chunk when the sample budget is nearly spent.
+_MIN_WINDOW = 64
 #: Structure score of a block of pure noise is ≈ 4 × its variance; 1.6× that is its 99th
 #: percentile (measured on Gaussian and low-count Poisson noise).
 NOISE_SCORE = 4.0 * 1.6
@@ -317,30 +319,49 @@ def _estimate_planes(
 def _sample_channel(
     arr: Any, axes: str, c: int | None, cfg: NoiseModelConfig, rng: np.random.Generator
 ) -> list[np.ndarray]:
-    """Read random whole chunks of one channel until ``cfg.max_samples`` pixels are in hand."""
+    """Read random chunks of one channel until ``cfg.max_samples`` pixels are in hand.
+
+    Chunks are visited in random order and read whole while they fit the remaining budget;
+    the last one is trimmed (fewer planes, then a random ``y x`` window of at least 64²), so
+    at most ``max_samples`` pixels are held (or one 64² window, if that is more).
+    """
     chunks = arr.chunks
-    grid = [range(math.ceil(n / ch)) for n, ch in zip(arr.shape, chunks, strict=True)]
     ci = axes.index("c") if "c" in axes else None
-    shape_grid = [len(g) for g in grid]
+    iy, ix = axes.index("y"), axes.index("x")
+    lead = [d for d in range(len(axes)) if d not in (ci, iy, ix)]
+    shape_grid = [math.ceil(n / ch) for n, ch in zip(arr.shape, chunks, strict=True)]
     if ci is not None:
         shape_grid[ci] = 1
-    n_chunks = int(np.prod(shape_grid))
-    order = rng.permutation(n_chunks)
+    order = rng.permutation(int(np.prod(shape_grid)))
     planes: list[np.ndarray] = []
     got = 0
     for flat in order:
-        pos = list(np.unravel_index(int(flat), shape_grid))
-        sl = []
+        remaining = cfg.max_samples - got
+        if remaining <= 0 or (got and remaining < _MIN_WINDOW**2):
+            break
+        pos = np.unravel_index(int(flat), shape_grid)
+        bounds = []
         for d, (p, ch, n) in enumerate(zip(pos, chunks, arr.shape, strict=True)):
-            if d == ci:
-                sl.append(slice(c, c + 1))
-            else:
-                sl.append(slice(int(p) * ch, min((int(p) + 1) * ch, n)))
-        block = np.asarray(arr[tuple(sl)])
+            bounds.append((c, c + 1) if d == ci else (int(p) * ch, min((int(p) + 1) * ch, n)))
+        area = (bounds[iy][1] - bounds[iy][0]) * (bounds[ix][1] - bounds[ix][0])
+        n_planes = int(np.prod([bounds[d][1] - bounds[d][0] for d in lead])) if lead else 1
+        if n_planes * area > remaining:
+            keep = max(1, remaining // area)
+            for d in lead:  # one random index on every leading axis but the last, ...
+                lo, hi = bounds[d]
+                take = min(hi - lo, keep) if d == lead[-1] else 1
+                start = lo + int(rng.integers(0, hi - lo - take + 1))
+                bounds[d] = (start, start + take)
+            if area > remaining:  # ... and a random y x window when one plane is too big
+                side = max(_MIN_WINDOW, math.isqrt(remaining))
+                for d in (iy, ix):
+                    lo, hi = bounds[d]
+                    take = min(hi - lo, side)
+                    start = lo + int(rng.integers(0, hi - lo - take + 1))
+                    bounds[d] = (start, start + take)
+        block = np.asarray(arr[tuple(slice(lo, hi) for lo, hi in bounds)])
         planes.extend(_as_planes(block))
         got += block.size
-        if got >= cfg.max_samples:
-            break
     return planes
 
 

@@ -123,8 +123,8 @@ def test_store_per_channel_bounded_sampling_deterministic(tmp_path):
     json.dumps(res, allow_nan=False)
     assert len(res["channels"]) == 2
     for ch, g, sg in zip(res["channels"], gains, sigmas, strict=True):
-        # Whole chunks are read until the cap is passed: at most one chunk over it.
-        assert ch["n_pixels"] <= cfg.max_samples + 128 * 128
+        # The last chunk read is trimmed to the budget (to within one 64² window).
+        assert cfg.max_samples - 64 * 64 < ch["n_pixels"] <= cfg.max_samples
         assert ch["gain"] == pytest.approx(g, rel=0.15)
         assert np.sqrt(ch["read_var"]) == pytest.approx(sg, rel=0.15)
         assert set(ch) >= {"gain", "read_var", "offset", "n_blocks", "snr_db", "bins"}
@@ -135,6 +135,19 @@ def test_store_per_channel_bounded_sampling_deterministic(tmp_path):
     }
     with pytest.raises(ValueError, match="channel 2 requested"):
         channel_params(res, 2)
+
+
+def test_store_sampling_trims_big_chunks(tmp_path):
+    # One chunk holding a whole z y x stack: only a part of it is taken.
+    clean = phantom((256, 256), seed=8)
+    data = np.stack([simulate(2.0 * PEAK_PHOTONS * clean, 2.0, 4.0, seed=z) for z in range(6)])
+    store = tmp_path / "vol.ome.zarr"
+    arr = omezarr.create_image(store, data.shape, np.float64, "zyx", data.shape)
+    arr[...] = data
+    res = estimate_poisson_gaussian(store, NoiseModelConfig(max_samples=150_000), seed=0)
+    ch = res["channels"][0]
+    assert ch["n_pixels"] <= 150_000
+    assert ch["gain"] == pytest.approx(2.0, rel=0.15)
 
 
 def test_real_fish_fit_is_plausible(fish_pair):
