@@ -209,8 +209,11 @@ def cmd_gather(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from denoise.metrics.evaluate import evaluate, write_tables
 
+    from denoise.provenance import read_json
+
     outputs = _outputs(a.output_dir, a.method)
-    result = evaluate(a.store, outputs, a.ground_truth or "", a.gt_axes or "")
+    noise = read_json(a.noise_model) if a.noise_model else None
+    result = evaluate(a.store, outputs, a.ground_truth or "", a.gt_axes or "", noise_params=noise)
     result["ground_truth"] = {"uri": a.ground_truth, "axes": a.gt_axes}
     write_tables(result, a.json, a.tsv)
 
@@ -346,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help="Method (decides the output names).")
     p.add_argument("--ground-truth", default="", help="Ground-truth image (optional).")
     p.add_argument("--gt-axes", default="", help="Axes of the ground truth.")
+    p.add_argument("--noise-model", default=None, help="Noise-model JSON (for the no-reference residual check).")
     p.add_argument("--json", required=True, help="Metrics JSON.")
     p.add_argument("--tsv", required=True, help="Metrics TSV.")
     p.set_defaults(func=cmd_evaluate)

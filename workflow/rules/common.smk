@@ -79,14 +79,10 @@ def scatter_count(wildcards):
     return int(wildcards.scatteritem.split("-of-")[1])
 
 
-def with_gt():
-    return [name for name, r in ROWS.items() if r.ground_truth]
-
-
 def all_targets():
     targets = [f"{RES}/report.html"]
     targets += expand(f"{RES}/{{dataset}}/predict.json", dataset=DATASETS)
-    targets += expand(f"{RES}/{{dataset}}/metrics.json", dataset=with_gt())
+    targets += expand(f"{RES}/{{dataset}}/metrics.json", dataset=DATASETS)
     return targets
 
 
@@ -116,6 +112,6 @@ def predict_params(levels):
 def report_inputs(wildcards):
     files = expand(f"{RES}/{{dataset}}/predict.json", dataset=DATASETS)
     files += expand(f"{RES}/{{dataset}}/noise_model.json", dataset=DATASETS)
-    files += expand(f"{RES}/{{dataset}}/metrics.json", dataset=with_gt())
+    files += expand(f"{RES}/{{dataset}}/metrics.json", dataset=DATASETS)
     files += [f"{RES}/{d}/model/model.json" for d in DATASETS if needs_training(ROWS[d].method)]
     return files

@@ -2,6 +2,7 @@
 rule evaluate:
     input:
         predict=f"{RES}/{{dataset}}/predict.json",
+        noise=f"{RES}/{{dataset}}/noise_model.json",
         gt=lambda w: [row(w).ground_truth] if Path(row(w).ground_truth).is_file() else [],
     output:
         json=f"{RES}/{{dataset}}/metrics.json",
@@ -21,4 +22,4 @@ rule evaluate:
     shell:
         "denoise evaluate --store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
         " --ground-truth '{params.gt}' --gt-axes '{params.gt_axes}' --json {output.json}"
-        " --tsv {output.tsv} 2> {log}"
+        " --tsv {output.tsv} --noise-model {input.noise} 2> {log}"
