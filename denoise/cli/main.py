@@ -208,7 +208,6 @@ def cmd_gather(a: argparse.Namespace) -> None:
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from denoise.metrics.evaluate import evaluate, write_tables
-
     from denoise.provenance import read_json
 
     outputs = _outputs(a.output_dir, a.method)
