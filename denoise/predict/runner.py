@@ -48,10 +48,10 @@ from denoise.tiling.grid import TileGrid, plan_grid, round_up
 
 log = logging.getLogger(__name__)
 
-#: Units read ahead of the compute thread, reader threads, writes in flight.
+#: Units read ahead of the compute thread, reader threads, writer threads (= writes in flight).
 PREFETCH = 3
 READERS = 2
-WRITES_IN_FLIGHT = 2
+WRITERS = 2
 #: zarr's own async concurrency per call while the pipeline runs (readers × this in total).
 ZARR_CONCURRENCY = 4
 
@@ -349,7 +349,7 @@ def _pipeline(runner: UnitRunner, predictor: Any, todo: Sequence[int], desc: str
     writes: deque[Future] = deque()
     with (
         ThreadPoolExecutor(READERS, thread_name_prefix="denoise-read") as readers,
-        ThreadPoolExecutor(1, thread_name_prefix="denoise-write") as writer,
+        ThreadPoolExecutor(WRITERS, thread_name_prefix="denoise-write") as writer,
         progress_bar(len(todo), desc) as bar,
     ):
         try:
@@ -369,7 +369,7 @@ def _pipeline(runner: UnitRunner, predictor: Any, todo: Sequence[int], desc: str
                 del block
                 writes.append(writer.submit(timed, "write", runner.write, unit, result))
                 del result
-                while writes and (len(writes) > WRITES_IN_FLIGHT or writes[0].done()):
+                while writes and (len(writes) > WRITERS or writes[0].done()):
                     writes.popleft().result()
                     bar.update(1)
             while writes:
