@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,10 @@ def build_pyramid(path: str | Path, levels: int | None = None, min_size: int = 6
             fill_value=base.fill_value,
             dimension_names=list(axes),
         )
-        da.store(reduced.rechunk(chunks), arr, lock=False)
+        with warnings.catch_warnings():
+            # Blocks that were never written (NaN) average to NaN, which is what we want.
+            warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+            da.store(reduced.rechunk(chunks), arr, lock=False)
         shape = list(reduced.shape)
         src = da.from_zarr(arr)
         n_levels += 1
