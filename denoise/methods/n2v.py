@@ -9,7 +9,7 @@ papers leave room, written down:
   cosine decay to 1 % of ``learning_rate`` at the last planned step (a schedule fixed in
   advance keeps runs reproducible and resumable; plateau-based schedules are not).
 * Validation: a fixed set of masked patches drawn once from the same data with a separate
-  seed (``validation_fraction`` of the patches one epoch sees, 8 to 256); its blind-spot loss
+  seed (``validation_fraction`` of the patches one epoch sees, one batch to 256); its loss
   estimates MSE(prediction, clean) + noise variance, a no-reference quality score comparable
   between runs on the same data (stored per epoch in history.json).
 * Reproducibility: every batch (patches, augmentation, masking) is a pure function of
@@ -17,13 +17,21 @@ papers leave room, written down:
   algorithms are switched on for the duration of training.  On the CPU the same config, seed
   and thread count give bit-identical weights, and a run resumed from ``checkpoints/last.pt``
   equals an uninterrupted one.
-* ``max_minutes``: checked after each epoch; training stops when the next epoch would not fit
-  (the checkpoint stays resumable; the LR schedule is the planned one, so an early stop leaves
-  the learning rate un-annealed).
+* ``max_minutes``: the whole call (setup included) must fit.  Once the measured speed shows
+  that the planned steps would not, the plan shrinks to the steps that fit and the cosine decay
+  ends there (:class:`StepPlan`), so a time-limited model is still annealed; the stop may fall
+  inside an epoch (marked ``partial`` in history.json).  Such a run depends on the machine's
+  speed and is not reproducible; a budget that does not bind changes nothing.
+* Checkpoints: ``checkpoints/last.pt`` after every whole epoch (model, optimiser, scheduler,
+  RNG states, epoch, history), written atomically; resumed when the fingerprint, seed, method
+  and every setting except ``max_minutes``/``device``/``threads`` match.
+* 3D models train on ``batch_size_3d`` patches per step (a 3D patch holds ``patch_size_z``
+  times the pixels of a 2D one).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -40,7 +48,8 @@ import torch
 
 from denoise.config import TrainConfig
 from denoise.methods.curves import plot_training_curve
-from denoise.methods.masking import mask_batch, masked_mse
+from denoise.methods.masking import mask_batch
+from denoise.methods.objectives import N2VObjective, Objective
 from denoise.methods.patches import PatchSampler, Prefetcher
 from denoise.models.store import halo_for, receptive_field, save_model
 from denoise.models.unet import UNet
@@ -65,13 +74,60 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def lr_factor(step: int, total: int) -> float:
-    """Learning-rate multiplier: linear warm-up (5 % of steps), then cosine to 0.01."""
-    warm = max(1, round(0.05 * total))
+def lr_factor(step: int, total: int, warmup_of: int | None = None) -> float:
+    """Learning-rate multiplier at ``step`` of ``total``: linear warm-up, then cosine to 0.01.
+
+    The warm-up lasts 5 % of ``warmup_of`` steps (default ``total``).
+    """
+    warm = max(1, round(0.05 * (warmup_of or total)))
     if step < warm:
         return (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+class StepPlan:
+    """How many optimiser steps to take, fitted to a wall-clock budget when one binds.
+
+    Without a budget (or while the planned steps fit in it) the plan is the configured
+    ``epochs × steps_per_epoch`` and training is reproducible.  When the measured speed says
+    the plan would overrun the budget, the plan shrinks to the steps that fit and the cosine
+    decay is compressed to end there, so a time-limited model is still an annealed one.
+
+    Parameters
+    ----------
+    planned
+        Configured number of steps.
+    budget
+        Seconds available from ``t_start`` (None: no limit).
+    t_start
+        ``time.perf_counter()`` when training started (setup counts against the budget).
+    reserve
+        Seconds kept for the final validation and for writing the model.
+    """
+
+    def __init__(
+        self, planned: int, budget: float | None, t_start: float, reserve: float = 3.0
+    ) -> None:
+        self.planned = self.total = planned
+        self.budget, self.t_start, self.reserve = budget, t_start, reserve
+        self._first: tuple[int, float] | None = None
+
+    def factor(self, step: int) -> float:
+        """LR multiplier for ``step`` (0-based) under the current plan."""
+        return lr_factor(step, self.total, self.planned)
+
+    def update(self, done: int, now: float) -> bool:
+        """Record that ``done`` steps are finished at ``now``; True when training must stop."""
+        if self.budget is None:
+            return False
+        if self._first is None or done <= self._first[0]:
+            self._first = (done, now)  # the first step of a run is not timed (warm-up)
+        else:
+            per_step = (now - self._first[1]) / (done - self._first[0])
+            left = self.budget - (now - self.t_start) - self.reserve
+            self.total = max(done, min(self.planned, done + int(left / per_step)))
+        return done >= self.total or now - self.t_start >= self.budget
 
 
 @contextmanager
@@ -130,7 +186,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            buf = io.BytesIO()  # serialised first: torch reports a full disk as a cryptic error
+            torch.save(obj, buf)
+            fh.write(buf.getbuffer())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -142,6 +200,7 @@ class _Batches:
 
     def __init__(self, sampler: PatchSampler, cfg: TrainConfig, seed: int, n2v2: bool) -> None:
         self.sampler, self.cfg, self.seed, self.n2v2 = sampler, cfg, seed, n2v2
+        self.batch_size = cfg.batch_size_3d if sampler.ndim == 3 else cfg.batch_size
 
     def make(self, n: int, *key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed % 2**63, *key])
@@ -151,20 +210,21 @@ class _Batches:
         return mb.masked, clean, mb.mask
 
     def train(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.make(self.cfg.batch_size, _TRAIN_STREAM, step)
+        return self.make(self.batch_size, _TRAIN_STREAM, step)
 
     def validation(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         cfg = self.cfg
         if cfg.validation_fraction <= 0:
             return []
-        n = int(
-            min(256, max(8, round(cfg.validation_fraction * cfg.steps_per_epoch * cfg.batch_size)))
-        )
-        sizes = [min(cfg.batch_size, n - i) for i in range(0, n, cfg.batch_size)]
+        bs = self.batch_size
+        n = int(min(256, max(bs, round(cfg.validation_fraction * cfg.steps_per_epoch * bs))))
+        sizes = [min(bs, n - i) for i in range(0, n, bs)]
         return [self.make(s, _VAL_STREAM, j) for j, s in enumerate(sizes)]
 
 
-def _validate(model: UNet, batches: list, device: torch.device) -> float | None:
+def _validate(
+    model: UNet, batches: list, device: torch.device, objective: Objective
+) -> float | None:
     if not batches:
         return None
     model.eval()
@@ -172,9 +232,9 @@ def _validate(model: UNet, batches: list, device: torch.device) -> float | None:
     with torch.inference_mode():
         for inp, tgt, mask in batches:
             out = model(inp.to(device))
-            diff = (out - tgt.to(device))[mask.to(device)]
-            total += float((diff.double() ** 2).sum())
-            count += int(mask.sum())
+            s, c = objective.val_terms(out, tgt.to(device), mask.to(device))
+            total += s
+            count += c
     model.train()
     return total / max(count, 1)
 
@@ -201,6 +261,7 @@ def train_n2v(
     fingerprint: str = "",
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    objective: Objective | None = None,
 ) -> dict[str, Any]:
     """Train a Noise2Void (or N2V2) U-Net on ``store`` and write the model directory.
 
@@ -225,6 +286,10 @@ def train_n2v(
     stop_after_epochs
         Stop once this many epochs are done in total, leaving a resumable checkpoint (as an
         interruption would); the model files are still written.
+    objective
+        What the network learns (:mod:`denoise.methods.objectives`): N2V's masked MSE by
+        default; PN2V and DecoNoising plug their losses, output channels and extra
+        parameters in here and reuse sampling, seeding, checkpointing and budgets.
 
     Returns
     -------
@@ -239,27 +304,33 @@ def train_n2v(
     t_start = time.perf_counter()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    method = "n2v2" if n2v2 else "n2v"
+    if objective is None:
+        objective = N2VObjective("n2v2" if n2v2 else "n2v")
+    method = objective.name
     device = resolve_device(cfg.device)
     multiple = 2**cfg.depth
     sampler = PatchSampler(store, cfg.patch_size, cfg.patch_size_z, multiple, cfg.dims)
     key = _resume_key(cfg, seed, method, fingerprint, sampler.ndim)
-    total_steps = cfg.epochs * cfg.steps_per_epoch
+    spe = cfg.steps_per_epoch
+    budget = cfg.max_minutes * 60.0 if cfg.max_minutes else None
+    plan = StepPlan(cfg.epochs * spe, budget, t_start)
     with _torch_settings(cfg.threads, device):
         _seed_all(seed)
         model = UNet(
             ndim=sampler.ndim,
-            in_channels=1,
-            out_channels=1,
             depth=cfg.depth,
             features=cfg.features,
             batch_norm=cfg.batch_norm,
             n2v2=n2v2,
+            out_channels=objective.out_channels,
         )
         rf = receptive_field(model)
         model.to(device).train()
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps))
+        objective.bind(float(sampler.norm["mean"][0]), float(sampler.norm["std"][0]), device)
+        opt = torch.optim.Adam(
+            [*model.parameters(), *objective.extra_parameters()], lr=cfg.learning_rate
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
         batches = _Batches(sampler, cfg, seed, n2v2)
         history: list[dict[str, Any]] = []
         start_epoch, prev_seconds = 0, 0.0
@@ -271,39 +342,33 @@ def train_n2v(
                 opt.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
                 _set_rng_states(ckpt["rng"])
+                objective.load_state(ckpt.get("objective", {}))
                 start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
                 prev_seconds = float(ckpt["seconds"])
-                log.info(
-                    "%s: resuming from epoch %d/%d (%s)",
-                    model_dir,
-                    start_epoch,
-                    cfg.epochs,
-                    ckpt_path,
-                )
+                log.info("%s: resuming at epoch %d/%d", ckpt_path, start_epoch, cfg.epochs)
             else:
-                log.warning(
-                    "%s: checkpoint from other settings or data; starting afresh", ckpt_path
-                )
+                log.warning("%s: from other settings or data; starting afresh", ckpt_path)
         val_batches = batches.validation()
         end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
-        budget = cfg.max_minutes * 60.0 if cfg.max_minutes else None
         log.info(
-            "%s %dD on %s: patch %s, %d sample(s), %d epochs × %d steps × batch %d, receptive field %d px, device %s",
+            "%s %dD on %s: patch %s × %d, %d sample(s), %d epochs × %d steps, "
+            "receptive field %d px, device %s%s",
             method,
             sampler.ndim,
             store,
             sampler.patch,
+            batches.batch_size,
             sampler.n_samples,
             cfg.epochs,
-            cfg.steps_per_epoch,
-            cfg.batch_size,
+            spe,
             rf,
             device,
+            f", budget {budget:.0f} s" if budget else "",
         )
         stopped = "completed"
         run_steps, t_loop = 0, time.perf_counter()
         bar = tqdm(
-            total=(end_epoch - start_epoch) * cfg.steps_per_epoch,
+            total=(end_epoch - start_epoch) * spe,
             disable=not progress,
             desc=method,
             unit="step",
@@ -311,76 +376,81 @@ def train_n2v(
         )
         try:
             for epoch in range(start_epoch, end_epoch):
-                t_epoch = time.perf_counter()
-                loss_sum = torch.zeros((), dtype=torch.float64)
-                first = epoch * cfg.steps_per_epoch
-                with Prefetcher(batches.train, first, first + cfg.steps_per_epoch) as loader:
+                loss_sum, n = torch.zeros((), dtype=torch.float64), 0
+                first = epoch * spe
+                out_of_time = False
+                with Prefetcher(batches.train, first, first + spe) as loader:
                     for inp, tgt, mask in loader:
                         out = model(inp.to(device, non_blocking=True))
-                        loss = masked_mse(out, tgt.to(device), mask.to(device))
+                        loss = objective.loss(out, tgt.to(device), mask.to(device))
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
-                        sched.step()
                         loss_sum += loss.detach().double().cpu()
+                        n += 1
                         run_steps += 1
+                        out_of_time = plan.update(first + n, time.perf_counter())
+                        sched.step()
+                        bar.total = min(bar.total, plan.total - start_epoch * spe)
                         bar.update(1)
-                train_loss = float(loss_sum) / cfg.steps_per_epoch
-                val_loss = _validate(model, val_batches, device)
+                        if out_of_time:
+                            break
+                val_loss = _validate(model, val_batches, device, objective)
                 now = time.perf_counter()
                 seconds = prev_seconds + (now - t_start)
-                history.append(
-                    {
-                        "epoch": epoch + 1,
-                        "train_loss": train_loss,
-                        "val_loss": val_loss,
-                        "lr": float(sched.get_last_lr()[0]),
-                        "steps": (epoch + 1) * cfg.steps_per_epoch,
-                        "seconds": round(seconds, 3),
-                    }
-                )
-                rate = run_steps / max(now - t_loop, 1e-9)
-                eta = (end_epoch - epoch - 1) * cfg.steps_per_epoch / max(rate, 1e-9)
+                entry = {
+                    "epoch": epoch + 1,
+                    "train_loss": float(loss_sum) / max(n, 1),
+                    "val_loss": val_loss,
+                    "lr": float(sched.get_last_lr()[0]),
+                    "steps": first + n,
+                    "seconds": round(seconds, 3),
+                }
+                if n < spe:
+                    entry["partial"] = True
+                history.append(entry)
                 bar.set_postfix(
-                    loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}" if val_loss is not None else "-"
+                    loss=f"{entry['train_loss']:.4f}",
+                    val=f"{val_loss:.4f}" if val_loss is not None else "-",
                 )
                 log.info(
-                    "epoch %d/%d train %.5f val %s  %.2f steps/s  ETA %.0f s",
+                    "epoch %d/%d%s train %.5f val %s  %.2f steps/s",
                     epoch + 1,
                     cfg.epochs,
-                    train_loss,
+                    " (partial)" if n < spe else "",
+                    entry["train_loss"],
                     f"{val_loss:.5f}" if val_loss is not None else "-",
-                    rate,
-                    eta,
+                    run_steps / max(now - t_loop, 1e-9),
                 )
-                _atomic_torch_save(
-                    {
-                        "key": key,
-                        "epoch": epoch + 1,
-                        "history": history,
-                        "seconds": seconds,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": _rng_states(),
-                    },
-                    ckpt_path,
-                )
-                if budget is not None and epoch + 1 < end_epoch:
-                    used = now - t_start
-                    if used + (now - t_epoch) > budget:
-                        stopped = "max_minutes"
-                        log.warning(
-                            "%s: stopping after epoch %d/%d: the %.1f min budget would be exceeded",
-                            model_dir,
-                            epoch + 1,
-                            cfg.epochs,
-                            cfg.max_minutes,
-                        )
-                        break
+                if n == spe:  # only whole epochs are checkpointed: resuming stays exact
+                    _atomic_torch_save(
+                        {
+                            "key": key,
+                            "epoch": epoch + 1,
+                            "history": history,
+                            "seconds": seconds,
+                            "model": model.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(),
+                            "rng": _rng_states(),
+                            "objective": objective.state(),
+                        },
+                        ckpt_path,
+                    )
+                if out_of_time and first + n < cfg.epochs * spe:
+                    stopped = "max_minutes"
+                    log.warning(
+                        "%s: stopped by the %.2f min budget after %d of %d steps",
+                        model_dir,
+                        cfg.max_minutes,
+                        first + n,
+                        cfg.epochs * spe,
+                    )
+                    break
         finally:
             bar.close()
-        epochs_done = history[-1]["epoch"] if history else 0
+        last = history[-1] if history else {"epoch": 0, "steps": 0}
+        epochs_done = last["epoch"] - (1 if last.get("partial") else 0)
         if stopped == "completed" and epochs_done < cfg.epochs:
             stopped = "stop_after_epochs"
         model.eval()
@@ -393,10 +463,10 @@ def train_n2v(
             "train_config": cfg.model_dump(mode="json"),
             "fingerprint": fingerprint,
             "seed": seed,
-            "epochs_done": epochs_done,
+            "steps_done": last["steps"],
+            "objective": objective.meta(),
         }
         info = save_model(model_dir, model.cpu(), meta)
-    seconds = prev_seconds + (time.perf_counter() - t_start)
     loop_seconds = time.perf_counter() - t_loop
     atomic_write_json(
         model_dir / "history.json",
@@ -404,6 +474,7 @@ def train_n2v(
             "method": method,
             "fingerprint": fingerprint,
             "epochs_planned": cfg.epochs,
+            "steps_planned": cfg.epochs * spe,
             "stopped": stopped,
             "epochs": history,
         },
@@ -411,22 +482,22 @@ def train_n2v(
     plot_training_curve(
         history, model_dir / "training_curve.png", title=f"{method} — {Path(store).name}"
     )
-    last = history[-1] if history else {}
     return {
         "fingerprint": fingerprint,
         "method": method,
         "ndim": sampler.ndim,
         "patch": list(sampler.patch),
+        "batch_size": batches.batch_size,
         "epochs_planned": cfg.epochs,
         "epochs_done": epochs_done,
-        "steps_done": epochs_done * cfg.steps_per_epoch,
+        "steps_done": last["steps"],
         "resumed_from_epoch": start_epoch,
         "stopped": stopped,
         "final_train_loss": last.get("train_loss"),
         "final_val_loss": last.get("val_loss"),
         "receptive_field": rf,
         "halo": halo_for(rf, multiple),
-        "seconds": round(seconds, 3),
+        "seconds": round(prev_seconds + (time.perf_counter() - t_start), 3),
         "steps_per_second": round(run_steps / max(loop_seconds, 1e-9), 3),
         "sha256": info["sha256"],
         "device": device.type,
