@@ -11,7 +11,7 @@ import torch
 
 from denoise.config import TrainConfig
 from denoise.io.ingest import ingest
-from denoise.methods.n2v import lr_factor, train_n2v
+from denoise.methods.n2v import StepPlan, lr_factor, train_n2v
 from denoise.models.store import load_model, predict_whole
 
 TINY = dict(
@@ -134,9 +134,21 @@ def test_bit_identical_rerun_and_resume(tmp_path, small_store):
 def test_time_budget_stops_early(tmp_path, small_store):
     cfg = TrainConfig(**TINY, epochs=50, max_minutes=1e-6)
     s = train_n2v(small_store, tmp_path / "m", cfg, seed=1, progress=False)
-    assert s["stopped"] == "max_minutes" and s["epochs_done"] == 1
-    assert json.loads((tmp_path / "m" / "history.json").read_text())["stopped"] == "max_minutes"
+    assert s["stopped"] == "max_minutes" and s["steps_done"] == 1 and s["epochs_done"] == 0
+    hist = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert hist["stopped"] == "max_minutes" and hist["epochs"][0]["partial"] is True
     assert (tmp_path / "m" / "model.pt").is_file()
+
+
+def test_step_plan_fits_the_budget():
+    free = StepPlan(100, None, 0.0)
+    assert not any(free.update(i, float(i)) for i in range(1, 100)) and free.total == 100
+    roomy = StepPlan(100, 1000.0, 0.0)
+    assert not any(roomy.update(i, 5.0 + i) for i in range(1, 100)) and roomy.total == 100
+    tight = StepPlan(100, 60.0, 0.0, reserve=3.0)  # 5 s setup, then 1 s per step
+    done = next(i for i in range(1, 101) if tight.update(i, 5.0 + i))
+    assert done == tight.total == 52  # 5 s + 52 steps + 3 s reserve = 60 s
+    assert tight.factor(tight.total - 1) < 0.02  # the cosine decay was compressed to fit
 
 
 def test_3d_training_on_tiny_volume(tmp_path):
