@@ -89,6 +89,9 @@ class TrainConfig(_Strict):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all cores).")
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Training precision: float32, or bf16/fp16 autocast (GPU speed)."
+    )
     pn2v_samples: int = Field(
         64, ge=2, description="PN2V: samples K the network outputs per pixel (paper: 800 on a GPU)."
     )
@@ -123,6 +126,10 @@ class PredictConfig(_Strict):
     )
     inexact: bool = Field(False, description="Allow a halo below the receptive field.")
     batch_size: int = Field(4, ge=1, description="Tiles per forward pass.")
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Prediction precision: float32 (exact tiling) or bf16/fp16 autocast (GPU speed).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Compute device.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all cores).")
     scatter: int = Field(1, ge=1, description="Number of predict jobs a dataset is split into.")

@@ -211,6 +211,11 @@ class NetworkPredictor:
             self.fused = _fused_forward_ok(self.model, self.ndim, self.multiple, fmt)
         self.checksum = str(meta.get("sha256") or state_checksum(model))
         self.meta = {k: v for k, v in meta.items() if k != "state_dict"}
+        self.precision = getattr(cfg, "precision", "float32")
+        if self.device.type == "cuda" and self.precision == "float32":
+            # TF32 would change float32 results by ~1e-3: keep tiled == whole-image exact.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
 
     def _buffers(self) -> dict[int, torch.Tensor]:
         """This thread's decoder buffers (threads sharing the predictor never share them)."""
@@ -266,15 +271,34 @@ class NetworkPredictor:
             same = np.asarray(tiles, dtype=np.float32)[:, None]
             return np.repeat(same, len(self.output_names), axis=1)
         x = (np.asarray(tiles, dtype=np.float32) - mean) / std
-        t = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(self.device)
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last if self.ndim == 2 else torch.channels_last_3d)
-        with torch.inference_mode():
-            y = unet_forward(self.model, t, self._buffers()) if self.fused else self.model(t)
-        y = y.float().cpu().contiguous().numpy()
+        y = self._forward_batches(np.ascontiguousarray(x))
         if y.shape[1] != len(self.output_names):
             raise ValueError(f"network gives {y.shape[1]} channels for outputs {self.output_names}")
         return (y * std + mean).astype(np.float32, copy=False)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """One forward pass of normalised tiles ``(N, *spatial)`` -> ``(N, C, *spatial)``."""
+        t = torch.from_numpy(x)[:, None]
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last if self.ndim == 2 else torch.channels_last_3d)
+        low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=low or torch.float32, enabled=low is not None):
+            y = unet_forward(self.model, t, self._buffers()) if self.fused else self.model(t)
+        return y.float().cpu().contiguous().numpy()
+
+    def _forward_batches(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`_forward`, halving the batch on CUDA out-of-memory until one tile fits."""
+        try:
+            return self._forward(x)
+        except torch.cuda.OutOfMemoryError:
+            if len(x) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(x) // 2
+            log.warning("CUDA out of memory with %d tiles per pass: retrying with %d", len(x), half)
+            return np.concatenate([self._forward_batches(x[:half]), self._forward_batches(x[half:])])
 
     def describe(self) -> dict[str, Any]:
         """Provenance of the predictor (JSON-serialisable)."""
@@ -286,4 +310,5 @@ class NetworkPredictor:
             "multiple": self.multiple,
             "hparams": self.meta.get("hparams"),
             "device": str(self.device),
+            "precision": self.precision,
         }, default=str))
