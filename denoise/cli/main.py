@@ -244,6 +244,22 @@ def cmd_schema(a: argparse.Namespace) -> None:
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
+def cmd_export_bmz(a: argparse.Namespace) -> None:
+    try:
+        import bioimageio.core  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "export-bmz needs the optional package bioimageio.core: pip install 'denoise[bmz]'"
+        ) from exc
+    from denoise.export.bmz import export_bmz, read_sample, validate_bmz
+    from denoise.models.store import load_model
+
+    sample = read_sample(a.sample, load_model(a.model_dir)[1]) if a.sample else None
+    out = export_bmz(a.model_dir, a.out_zip, sample=sample, validate=False)
+    summary = validate_bmz(out)  # raises when validation or reproduction fails
+    print(json.dumps({"package": str(out), **summary}, indent=2))
+
+
 # ---------------------------------------------------------------- parser
 def _common_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="Input OME-Zarr store (from ingest).")
@@ -368,6 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="Print the JSON schema of the workflow config.")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser(
+        "export-bmz", help="Export an N2V/N2V2 model as a validated BioImage Model Zoo package."
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="Trained model directory.")
+    p.add_argument("out_zip", metavar="OUT_ZIP", help="Package (.zip) to write.")
+    p.add_argument(
+        "--sample",
+        default=None,
+        help="Image or OME-Zarr store for the test tensors (unless the model records its store).",
+    )
+    p.set_defaults(func=cmd_export_bmz)
     return ap
 
 

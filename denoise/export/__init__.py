@@ -1,0 +1,1 @@
+"""Export trained models to exchange formats (BioImage Model Zoo packages)."""

@@ -1,0 +1,140 @@
+"""The exported network: our U-Net wrapped to map raw intensities to raw intensities.
+
+:class:`RawDenoiser` does in one ``forward`` what :func:`denoise.models.store.predict_whole`
+does around the network: per-channel normalisation, reflect padding by ``halo`` (plus the
+end padding to a multiple of ``2**depth``), the U-Net, cropping and de-normalisation.  Baking
+these steps into the module (rather than describing them as bioimage.io pre/postprocessing)
+makes the exported model reproduce our prediction operation for operation in float32.
+
+The class uses only ``torch``, ``nn``, ``F`` and :class:`~denoise.models.unet.UNet`, so the
+packaged architecture file is the source of ``denoise/models/unet.py`` followed by the source
+of this class (see :func:`architecture_source`); it imports nothing from ``denoise``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from denoise.models import unet as unet_module
+from denoise.models.unet import UNet
+
+
+class RawDenoiser(nn.Module):
+    """U-Net with normalisation, reflect padding and cropping built in.
+
+    Maps ``(batch, channel, *spatial)`` raw intensities to denoised raw intensities of the
+    same shape (float32).  Channels are independent samples: channel ``c`` is normalised with
+    ``mean[c]`` and ``std[c]`` and passes the single-channel network on its own.
+
+    Parameters
+    ----------
+    mean, std
+        Per-channel normalisation statistics in raw units (the model's ``norm``).
+    halo
+        Reflect padding on both sides of every spatial axis (the receptive field rounded up to
+        a multiple of ``2**depth``).  Each spatial size must be at least
+        ``halo + 2**depth`` so the reflection stays inside the image.
+    constant
+        Per-channel flags of channels that were constant in the training data; such channels
+        carry no noise and pass through unchanged (as ``predict_whole`` returns them).
+    **unet_kwargs
+        The U-Net's hyper-parameters (its ``hparams``: ``ndim``, ``depth``, ``features``,
+        ``batch_norm``, ``n2v2``, ...); ``in_channels`` and ``out_channels`` must be 1.
+    """
+
+    def __init__(
+        self,
+        mean: list[float],
+        std: list[float],
+        halo: int,
+        constant: list[bool] | None = None,
+        **unet_kwargs: int | bool,
+    ) -> None:
+        super().__init__()
+        channels_in = unet_kwargs.get("in_channels", 1)
+        channels_out = unet_kwargs.get("out_channels", 1)
+        if channels_in != 1 or channels_out != 1:
+            raise ValueError(
+                "RawDenoiser wraps single-channel denoisers "
+                f"(got in_channels={channels_in}, out_channels={channels_out})"
+            )
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"mean and std need one value per channel, got {mean} and {std}")
+        self.net = UNet(**unet_kwargs)
+        self.ndim = int(self.net.ndim)
+        self.halo = int(halo)
+        self.multiple = int(self.net.multiple)
+        flags = ([bool(c) for c in (constant or [])] + [False] * len(mean))[: len(mean)]
+        std = [1.0 if flag else float(v) for flag, v in zip(flags, std, strict=True)]
+        view = [1, len(mean)] + [1] * self.ndim
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(view))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(view))
+        self.register_buffer("constant", torch.tensor(flags, dtype=torch.bool).reshape(view))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Denoise ``x`` of shape ``(batch, channel, *spatial)``; returns float32 raw units."""
+        shape = x.shape
+        batch = shape[0]
+        channels = shape[1]
+        spatial = list(shape[2:])
+        raw = x.to(torch.float32)
+        x = (raw - self.mean) / self.std
+        flat = [batch * channels, 1]
+        flat.extend(spatial)  # list building TorchScript can compile
+        x = x.reshape(flat)
+        pad: list[int] = []
+        for i in range(len(spatial) - 1, -1, -1):
+            n = spatial[i]
+            pad.append(self.halo)
+            pad.append(self.halo + (self.multiple - n % self.multiple) % self.multiple)
+        y = self.net(F.pad(x, pad, mode="reflect"))
+        for i in range(len(spatial)):
+            y = y.narrow(2 + i, self.halo, spatial[i])
+        full = [batch, channels]
+        full.extend(spatial)
+        y = y.reshape(full)
+        return torch.where(self.constant, raw, y * self.std + self.mean)
+
+
+def architecture_source() -> str:
+    """A self-contained Python source defining :class:`RawDenoiser` and the U-Net.
+
+    The source of ``denoise/models/unet.py`` (which imports only torch) followed by the source
+    of :class:`RawDenoiser`; this is the ``architecture`` file of exported packages.
+    """
+    header = (
+        "# Generated by denoise's BioImage Model Zoo export: the U-Net of denoise/models/unet.py\n"
+        "# and the RawDenoiser wrapper of denoise/export/network.py, verbatim.\n"
+    )
+    return (
+        header
+        + inspect.getsource(unet_module).rstrip()
+        + "\n\n\n"
+        + inspect.getsource(RawDenoiser).rstrip()
+        + "\n"
+    )
+
+
+def scripted(module: RawDenoiser, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """TorchScript version of ``module``: the U-Net traced, the wrapper scripted.
+
+    The U-Net's control flow depends only on its hyper-parameters, so a trace (on one padded
+    ``example`` of shape ``(1, 1, *spatial)``) records it exactly and stays valid for other
+    sizes; the wrapper's size-dependent padding and cropping are scripted.
+    """
+    module = module.eval()
+    # torch 2.13 marks torch.jit deprecated, but TorchScript is still the weights format every
+    # bioimage.io consumer (deepImageJ included) runs; the warning is no news to the caller.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        with torch.no_grad():
+            traced = torch.jit.trace(module.net, example, check_trace=False)
+        wrapper = copy.deepcopy(module)
+        wrapper.net = traced
+        return torch.jit.script(wrapper.eval())
