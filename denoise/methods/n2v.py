@@ -472,6 +472,7 @@ def train_n2v(
             "seed": seed,
             "steps_done": last["steps"],
             "objective": objective.meta(),
+            "store": str(store),
         }
         info = save_model(model_dir, model.cpu(), meta)
     loop_seconds = time.perf_counter() - t_loop
