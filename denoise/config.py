@@ -260,9 +260,8 @@ def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
         )
         for i, raw in enumerate(reader, start=1):
             clean = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            clean = {
-                k: v for k, v in clean.items() if not (v == "" and k not in DatasetRow.model_fields)
-            }
+            # An empty cell means "use the default" (name and uri have none: they stay required).
+            clean = {k: v for k, v in clean.items() if v != ""}
             try:
                 rows.append(DatasetRow.model_validate(clean))
             except ValidationError as err:

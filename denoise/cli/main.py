@@ -8,8 +8,10 @@ Snakemake.  Settings arrive as ``--params`` JSON (validated by the pydantic mode
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,7 +77,6 @@ def cmd_noise_model(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     from denoise.config import TrainConfig
-    from denoise.methods.n2v import train_n2v
     from denoise.methods.registry import check_method, needs_training
     from denoise.provenance import STAGE_VERSIONS, fingerprint, read_json
 
@@ -84,14 +85,82 @@ def cmd_train(a: argparse.Namespace) -> None:
         raise ValueError(f"method '{a.method}' has no training stage")
     cfg = _params(TrainConfig, a.params, "train --params")
     ingest_fp = read_json(a.ingest)["fingerprint"] if a.ingest else ""
+    extra: list[Any] = []
+    if a.noise_model:
+        extra.append(read_json(a.noise_model).get("fingerprint", a.noise_model))
+    if a.psf:
+        from denoise.provenance import file_sha256
+
+        extra.append(file_sha256(a.psf))
     fp = fingerprint(
-        "train", STAGE_VERSIONS["train"], ingest_fp, a.method, cfg.model_dump(), a.seed
+        "train", STAGE_VERSIONS["train"], ingest_fp, a.method, cfg.model_dump(), a.seed, *extra
     )
-    summary = train_n2v(
-        a.store, a.model_dir, cfg, seed=a.seed, n2v2=a.method == "n2v2", fingerprint=fp
-    )
-    # train_n2v writes MODEL_DIR/model.json (the rule's sentinel) atomically at the end.
+    if a.method == "pn2v":
+        from denoise.methods.pn2v import train_pn2v
+
+        if not a.noise_model:
+            raise ValueError("method 'pn2v' needs --noise-model (from `denoise fit-noise-model`)")
+        summary = train_pn2v(
+            a.store, a.model_dir, cfg, seed=a.seed, noise_model=a.noise_model, fingerprint=fp
+        )
+    elif a.method == "deconoising":
+        from denoise.methods.deconoising import train_deconoising
+
+        summary = train_deconoising(
+            a.store, a.model_dir, cfg, seed=a.seed, psf_path=a.psf or None, fingerprint=fp
+        )
+    else:
+        from denoise.methods.n2v import train_n2v
+
+        summary = train_n2v(
+            a.store, a.model_dir, cfg, seed=a.seed, n2v2=a.method == "n2v2", fingerprint=fp
+        )
+    # The trainers write MODEL_DIR/model.json (the rule's sentinel) atomically at the end.
     log.info("trained %s: %s", a.method, json.dumps(summary, default=str)[:300])
+
+
+def cmd_fit_noise_model(a: argparse.Namespace) -> None:
+    from denoise.config import NoiseModelConfig
+    from denoise.noise.base import save_noise_models
+    from denoise.noise.calibration import fit_noise_model
+    from denoise.noise.plot_models import plot_noise_models
+    from denoise.provenance import (
+        STAGE_VERSIONS,
+        atomic_write_json,
+        fingerprint,
+        input_identity,
+        read_json,
+    )
+
+    cfg = _params(NoiseModelConfig, a.params, "fit-noise-model --params")
+    models = fit_noise_model(
+        a.kind,
+        a.store,
+        cfg,
+        calibration_uri=a.calibration or "",
+        calibration_axes=a.calibration_axes or "",
+        n2v_model_dir=a.n2v_model_dir,
+        seed=a.seed,
+    )
+    tmp = Path(a.out).with_suffix(".models.json")
+    save_noise_models(models, tmp)
+    data = read_json(tmp)
+    tmp.unlink()
+    parts: list[Any] = [a.kind, cfg.model_dump(), a.seed]
+    parts.append(read_json(a.ingest)["fingerprint"] if a.ingest else a.store)
+    if a.calibration:
+        parts.append(input_identity(a.calibration))
+    if a.n2v_model_dir:
+        parts.append(read_json(Path(a.n2v_model_dir) / "model.json").get("sha256"))
+    data.update(
+        stage="fit_noise_model",
+        version=STAGE_VERSIONS["noise_model"],
+        kind=a.kind,
+        fingerprint=fingerprint("fit_noise_model", *parts),
+    )
+    if a.plot:
+        plot_noise_models([{a.kind: m} for m in models], a.plot, title=f"{a.kind} noise model")
+    atomic_write_json(a.out, data)
 
 
 def _predict_fingerprint(a: argparse.Namespace, cfg: Any) -> str:
@@ -326,10 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-dir", required=True, help="Model directory (model.json is the sentinel)."
     )
-    p.add_argument("--method", default="n2v", help="n2v or n2v2.")
+    p.add_argument("--method", default="n2v", help="n2v, n2v2, pn2v or deconoising.")
+    p.add_argument("--noise-model", default=None, help="PN2V: noise-model JSON (fit-noise-model).")
+    p.add_argument("--psf", default=None, help="DecoNoising: measured PSF file (else Gaussian).")
     p.add_argument("--params", default=None, help="TrainConfig as JSON.")
     p.add_argument("--seed", type=int, default=42, help="Random seed.")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fit-noise-model", help="Fit a PN2V noise model (PG, histogram, GMM).")
+    p.add_argument("--kind", required=True, help="poisson_gaussian, histogram, gmm or gmm_bootstrap.")
+    p.add_argument("--store", required=True, help="The OME-Zarr image to be denoised.")
+    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
+    p.add_argument("--calibration", default="", help="Calibration stack (histogram, gmm).")
+    p.add_argument("--calibration-axes", default="", help="Axes of the calibration stack.")
+    p.add_argument("--n2v-model-dir", default=None, help="Trained N2V model (gmm_bootstrap).")
+    p.add_argument("--out", required=True, help="Output JSON (one model per channel).")
+    p.add_argument("--plot", default=None, help="Output PNG of the model against the data.")
+    p.add_argument("--params", default=None, help="NoiseModelConfig as JSON.")
+    p.add_argument("--seed", type=int, default=42, help="Random seed.")
+    p.set_defaults(func=cmd_fit_noise_model)
 
     p = sub.add_parser(
         "init-output", help="Create the empty output store(s) before scattered prediction."
@@ -399,6 +483,56 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Arguments naming what each stage writes; checked for writability before any work starts.
+_OUTPUT_ARGS = {
+    "ingest": ("store", "sentinel"),
+    "noise-model": ("out", "plot"),
+    "train": ("model_dir",),
+    "init-output": ("output_dir", "sentinel"),
+    "predict": ("output_dir", "sentinel"),
+    "gather": ("output_dir", "sentinel"),
+    "evaluate": ("json", "tsv"),
+    "report": ("out",),
+}
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space and rerun (finished results and checkpoints are kept)",
+    errno.EDQUOT: "the disk quota is exceeded: free space and rerun (finished results and checkpoints are kept)",
+    errno.EROFS: "the file system is read-only: make it writable or choose another results directory",
+    errno.EACCES: "permission denied: fix the permissions or choose another results directory",
+}
+
+
+def _output_paths(a: argparse.Namespace) -> list[Path]:
+    paths = [Path(v) for k in _OUTPUT_ARGS.get(a.command, ()) if (v := getattr(a, k, None))]
+    if a.command == "ingest" and Path(a.store).resolve() == Path(a.input).resolve():
+        paths = paths[1:]  # an OME-Zarr input used in place is not written (only annotated)
+    return paths
+
+
+def _check_writable(a: argparse.Namespace) -> None:
+    """Fail before any work when a stage could not write its outputs (read-only, no permission)."""
+    for path in _output_paths(a):
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.is_file():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            readonly = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+            code = errno.EROFS if readonly else errno.EACCES
+            raise OSError(code, os.strerror(code), str(probe))
+
+
+def _describe_os_error(exc: OSError, a: argparse.Namespace) -> str:
+    """The OS error with the path it concerns (or the stage's outputs) and what to do."""
+    hint = _OS_HINTS.get(exc.errno or 0)
+    if hint is None:
+        return str(exc)
+    where = exc.filename or ", ".join(str(p) for p in _output_paths(a)) or "?"
+    return f"{exc.strerror} ({where}): {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (errors print one clear message, exit 1/2)."""
     args = build_parser().parse_args(argv)
@@ -412,11 +546,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from denoise.io.readers import InputError
 
     try:
+        _check_writable(args)
         args.func(args)
     except (ConfigError, InputError, AxesError, OSError, ValueError, ImportError, RuntimeError) as exc:
         if args.verbose:
             raise
-        print(f"denoise {args.command}: error: {exc}", file=sys.stderr)
+        msg = _describe_os_error(exc, args) if isinstance(exc, OSError) else str(exc)
+        print(f"denoise {args.command}: error: {msg}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     return 0
 

@@ -31,6 +31,10 @@ def needs_training(method: str) -> bool:
 def output_names(method: str) -> tuple[str, ...]:
     """Names of the images the method writes (one OME-Zarr store each)."""
     check_method(method)
+    if method == "pn2v":
+        return ("denoised", "uncertainty")
+    if method == "deconoising":
+        return ("denoised", "deconvolved")
     return ("denoised",)
 
 
@@ -55,6 +59,14 @@ def build_predictor(
     if method in TRAINED_METHODS:
         if model_dir is None:
             raise ValueError(f"method '{method}' needs a trained model directory")
+        if method == "pn2v":
+            from denoise.methods.pn2v import PN2VPredictor
+
+            return PN2VPredictor.from_model_dir(model_dir, cfg)
+        if method == "deconoising":
+            from denoise.methods.deconoising import DecoNoisingPredictor
+
+            return DecoNoisingPredictor.from_model_dir(model_dir, cfg)
         from denoise.predict.network import NetworkPredictor
 
         return NetworkPredictor.from_model_dir(model_dir, cfg)

@@ -115,3 +115,48 @@ def report_inputs(wildcards):
     files += expand(f"{RES}/{{dataset}}/metrics.json", dataset=DATASETS)
     files += [f"{RES}/{d}/model/model.json" for d in DATASETS if needs_training(ROWS[d].method)]
     return files
+
+
+def train_inputs(wildcards):
+    """The ingest sentinel, plus the PN2V noise model for method pn2v."""
+    files = {"ingest": f"{RES}/{wildcards.dataset}/ingest.json"}
+    if row(wildcards).method == "pn2v":
+        files["noise"] = f"{RES}/{wildcards.dataset}/pn2v_noise_model.json"
+    if row(wildcards).psf:
+        files["psf"] = row(wildcards).psf
+    return files
+
+
+def train_extra_args(wildcards, input):
+    """--noise-model for PN2V, --psf for DecoNoising with a measured PSF."""
+    args = []
+    if "noise" in input.keys():
+        args.append(f"--noise-model {input.noise}")
+    if row(wildcards).method == "deconoising" and row(wildcards).psf:
+        args.append(f"--psf '{row(wildcards).psf}'")
+    return " ".join(args)
+
+
+def fit_noise_inputs(wildcards):
+    """Ingest sentinel, the bootstrap N2V model (gmm_bootstrap), the calibration files."""
+    import glob
+
+    r = row(wildcards)
+    files = {"ingest": f"{RES}/{wildcards.dataset}/ingest.json"}
+    if r.noise_model == "gmm_bootstrap":
+        files["n2v"] = f"{RES}/{wildcards.dataset}/bootstrap_n2v/model.json"
+    if r.calibration and any(ch in r.calibration for ch in "*?["):
+        files["calibration"] = sorted(glob.glob(r.calibration))
+    elif r.calibration and Path(r.calibration).is_file():
+        files["calibration"] = [r.calibration]
+    return files
+
+
+def fit_noise_args(wildcards, input):
+    r = row(wildcards)
+    args = []
+    if r.calibration:
+        args.append(f"--calibration '{r.calibration}' --calibration-axes '{r.calibration_axes}'")
+    if "n2v" in input.keys():
+        args.append(f"--n2v-model-dir {Path(input.n2v).parent}")
+    return " ".join(args)

@@ -18,3 +18,28 @@ rule noise_model:
     shell:
         "denoise noise-model --store '{params.store}' --ingest {input} --out {output.json}"
         " --plot {output.plot} --params '{params.cfg}' --seed {params.seed} 2> {log}"
+
+
+# PN2V's noise model p(x|s): Poisson-Gaussian, histogram or GMM (see the dataset sheet).
+rule fit_noise_model:
+    input:
+        unpack(fit_noise_inputs),
+    output:
+        json=f"{RES}/{{dataset}}/pn2v_noise_model.json",
+        plot=f"{RES}/{{dataset}}/pn2v_noise_model.png",
+    params:
+        store=raw_store,
+        kind=lambda w: row(w).noise_model,
+        extra=fit_noise_args,
+        cfg=to_json(CFG.noise_model),
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/fit_noise_model.log",
+    benchmark:
+        f"{RES}/benchmarks/{{dataset}}/fit_noise_model.tsv"
+    shell:
+        "denoise fit-noise-model --kind {params.kind} --store '{params.store}'"
+        " --ingest {input.ingest} {params.extra} --out {output.json} --plot {output.plot}"
+        " --params '{params.cfg}' --seed {params.seed} 2> {log}"

@@ -1,7 +1,7 @@
 # Noise2Void / N2V2 training (methods with a train stage only). Resumes from its last checkpoint.
 rule train:
     input:
-        f"{RES}/{{dataset}}/ingest.json",
+        unpack(train_inputs),
     output:
         f"{RES}/{{dataset}}/model/model.json",
     params:
@@ -10,6 +10,7 @@ rule train:
         method=lambda w: row(w).method,
         cfg=to_json(CFG.train),
         seed=SEED,
+        extra=train_extra_args,
     conda:
         CONDA_ENV
     log:
@@ -20,5 +21,30 @@ rule train:
     resources:
         gpu=lambda w: 1 if CFG.train.device == "cuda" else 0,
     shell:
+        "denoise train --store '{params.store}' --ingest {input.ingest} --model-dir {params.model_dir}"
+        " --method {params.method} --params '{params.cfg}' --seed {params.seed} {params.extra}"
+        " 2> {log}"
+
+
+# An N2V model of the data, whose predictions serve as pseudo-clean signal for the PN2V
+# gmm_bootstrap noise model (no calibration data needed).
+rule bootstrap_n2v:
+    input:
+        f"{RES}/{{dataset}}/ingest.json",
+    output:
+        f"{RES}/{{dataset}}/bootstrap_n2v/model.json",
+    params:
+        store=raw_store,
+        model_dir=parent_of_output(1),
+        cfg=to_json(CFG.train),
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/bootstrap_n2v.log",
+    benchmark:
+        f"{RES}/benchmarks/{{dataset}}/bootstrap_n2v.tsv"
+    threads: workflow.cores
+    shell:
         "denoise train --store '{params.store}' --ingest {input} --model-dir {params.model_dir}"
-        " --method {params.method} --params '{params.cfg}' --seed {params.seed} 2> {log}"
+        " --method n2v --params '{params.cfg}' --seed {params.seed} 2> {log}"
