@@ -100,6 +100,9 @@ def _training_summary(model: dict[str, Any], history: dict[str, Any] | None) -> 
         "receptive field (px)": model.get("receptive_field"),
         "halo used for tiling (px)": model.get("halo"),
         "network": json.dumps(model.get("hparams", {}), sort_keys=True),
+        "objective (PSF σ, samples K, noise model)": json.dumps(
+            {k: v for k, v in (model.get("objective") or {}).items() if k != "noise_model"}, sort_keys=True
+        )[:400],
     }
     cells = "".join(f"<tr><td>{k}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
     return f"<table>{cells}</table>"
@@ -156,6 +159,9 @@ def dataset_section(results: Path, name: str, cfg: ReportConfig) -> str:
     if noise:
         parts.append(_noise_table(noise))
     parts.append(_file_img(d / "noise_model.png", "noise model"))
+    if (d / "pn2v_noise_model.png").is_file():
+        parts.append("<h4>PN2V noise model p(x|s)</h4>")
+        parts.append(_file_img(d / "pn2v_noise_model.png", "PN2V noise model"))
     if model:
         parts.append("<h3>Training</h3>")
         parts.append(_training_summary(model, _read(d / "model" / "history.json")))
