@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,8 +53,12 @@ class Context:
         Python of the CAREamics venv (None or missing: CAREamics is skipped).
     n2f_max_steps
         Noise2Fast step cap (its own stopping rule normally ends training long before).
-    epochs
-        Planned N2V epochs (25 steps each); large, so the time budget is what stops training.
+    steps_per_second
+        Planned N2V steps per second of budget (4: CAREamics' speed on a quiet 2-core
+        machine, shared/peers.md).  The plan must not be much larger than what the budget
+        affords: the learning-rate warm-up lasts 5 % of the *planned* steps, also when the
+        budget stops training early (with 10000 planned steps and 75 done under load, the
+        learning rate never left the warm-up: 24.1 dB on fish instead of ~30).
     """
 
     work: Path
@@ -61,7 +66,7 @@ class Context:
     budgets: dict[str, float] = field(default_factory=dict)
     careamics_python: Path | None = None
     n2f_max_steps: int = 4000
-    epochs: int = 400
+    steps_per_second: float = 4.0
     _noise: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -246,10 +251,17 @@ def _store(item: Item, ctx: Context) -> Path:
 
 
 def train_config(seconds: float, ctx: Context) -> Any:
-    """TrainConfig of the benchmark: defaults, CPU, training stopped by the wall-clock budget."""
+    """TrainConfig of the benchmark: defaults, CPU, ``max_minutes`` = the budget.
+
+    Planned steps: ``ctx.steps_per_second`` × budget, in whole epochs of the default 25 steps,
+    so on a quiet machine the budget and the plan end together and under load the budget
+    stops training earlier (the schedule is then compressed to the steps that fit).
+    """
     from denoise.config import TrainConfig
 
-    return TrainConfig(epochs=ctx.epochs, max_minutes=seconds / 60.0, device="cpu")
+    spe = TrainConfig().steps_per_epoch
+    epochs = max(1, math.ceil(ctx.steps_per_second * seconds / spe))
+    return TrainConfig(epochs=epochs, max_minutes=seconds / 60.0, device="cpu")
 
 
 def _network_result(
@@ -306,14 +318,30 @@ def _optional_entry(method: str) -> tuple[Callable[..., Any] | None, str]:
     return fn, ""
 
 
+def _predictor_class(method: str) -> Any:
+    """The method module's own TiledPredictor (a ``*Predictor`` class with ``from_model_dir``),
+    else the plain ``NetworkPredictor``."""
+    from denoise.predict.network import NetworkPredictor
+
+    mod = importlib.import_module(OPTIONAL_NETWORKS[method][0])
+    for name, obj in vars(mod).items():
+        if (
+            inspect.isclass(obj)
+            and name.endswith("Predictor")
+            and obj.__module__ == mod.__name__
+            and hasattr(obj, "from_model_dir")
+        ):
+            return obj
+    return NetworkPredictor
+
+
 def _run_optional(
     item: Item, ctx: Context, method: str
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Train PN2V / DecoNoising through their ``train_*`` entry point (same call as N2V), then
-    predict the whole image with the architecture's ``NetworkPredictor`` (first output)."""
+    predict whole planes with the module's own predictor, output ``denoised``."""
     from denoise.config import PredictConfig
     from denoise.models.store import pad_widths
-    from denoise.predict.network import NetworkPredictor
 
     fn, why = _optional_entry(method)
     if fn is None:
@@ -330,15 +358,21 @@ def _run_optional(
     t0 = time.perf_counter()
     fn(store, store.parent / method, train_config(budget, ctx), **kwargs)
     train_s = time.perf_counter() - t0
-    pred = NetworkPredictor.from_model_dir(store.parent / method, PredictConfig(device="cpu"))
+    cls = _predictor_class(method)
+    pred = cls.from_model_dir(store.parent / method, PredictConfig(device="cpu"))
+    names = tuple(getattr(pred, "output_names", ("denoised",)))
+    out_index = names.index("denoised") if "denoised" in names else 0
 
     def predict(m: np.ndarray) -> np.ndarray:
         x = np.asarray(m, np.float32)
+        if hasattr(pred, "predict_whole"):
+            return np.asarray(pred.predict_whole(x, channel=0))[out_index]
         widths = pad_widths(x.shape, pred.halo, pred.multiple)
-        out = pred(np.pad(x, widths, mode="reflect")[None], channel=0)[0, 0]
+        out = pred(np.pad(x, widths, mode="reflect")[None], channel=0)[0, out_index]
         return out[tuple(slice(a, a + n) for (a, _), n in zip(widths, x.shape, strict=True))]
 
-    extra = {"budget": f"{budget:g} s training", "train_s": train_s}
+    extra = {"budget": f"{budget:g} s training", "train_s": train_s,
+             "predictor": f"{cls.__name__}[{names[out_index]}]"}  # fmt: skip
     return _network_result(item, predict, t0, extra)
 
 
@@ -433,6 +467,11 @@ def availability(method: str, ctx: Context) -> str:
     """Empty when ``method`` can run here, else why not (printed as a note, never an error)."""
     if method in OPTIONAL_NETWORKS:
         return _optional_entry(method)[1]
+    if method == "noise2fast":
+        try:
+            importlib.import_module("denoise.methods.noise2fast")
+        except ImportError as exc:
+            return f"denoise.methods.noise2fast not importable ({exc})"
     if method in ("bm3d_vst", "bm3d_vst_oracle"):
         try:
             import bm3d  # noqa: F401
