@@ -16,7 +16,9 @@ import numpy as np
 #: ``shared/data`` beside the repository (``/work/main`` → ``/work/shared/data``).
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
-SETS: tuple[str, ...] = ("fmd_confocal", "fmd_testset", "bsd68", "timelapse")
+#: Default order of the sets: the largest (fmd_testset, 12 units) last, so an interrupted run
+#: still has every other set.
+SETS: tuple[str, ...] = ("fmd_confocal", "bsd68", "timelapse", "fmd_testset")
 FMD_PAIRS: tuple[str, ...] = ("fish", "BPAE_B", "BPAE_G", "BPAE_R", "mice")
 FMD_CONFIGS: tuple[str, ...] = (
     "Confocal_BPAE_B", "Confocal_BPAE_G", "Confocal_BPAE_R", "Confocal_FISH", "Confocal_MICE",

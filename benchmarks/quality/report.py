@@ -104,8 +104,8 @@ def summary_table(rows: Sequence[dict[str, Any]], set_name: str) -> list[str]:
     """Markdown table of one set: means over its scored images, best primary metric first."""
     rs = [r for r in rows if r["set"] == set_name]
     primary = rs[0]["primary"]
-    lines = ["| method | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score | budget |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| method | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score | budget "
+             "| steps |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     stats = []
     for m in _order(rs):
         mr = [r for r in rs if r["method"] == m]
@@ -115,7 +115,7 @@ def summary_table(rows: Sequence[dict[str, Any]], set_name: str) -> list[str]:
             f"| {mr[0]['label']} | {_f(_mean(mr, 'psnr'))} | {_f(_mean(mr, 'psnr_255'))} | "
             f"{_f(_mean(mr, 'ssim'), '{:.3f}')} | {_f(_mean(mr, 'si_psnr'))} | "
             f"{_f(_unit_seconds(mr), '{:.1f}')} | {_f(_mean(mr, 'score'), '{:.2f}')} | "
-            f"{mr[0]['budget']} |"
+            f"{mr[0]['budget']} | {_f(_mean(mr, 'steps'), '{:.0f}')} |"
         )
     return lines
 

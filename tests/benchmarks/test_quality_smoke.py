@@ -69,7 +69,7 @@ def test_table_on_a_crop(quality, fish_pair, tmp_path: Path) -> None:
     )
     md = paths[2].read_text()
     assert (
-        "| method | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score | budget |"
+        "| method | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score | budget | steps |"
         in md
     )
     assert "No-reference ranking vs true PSNR" in md
