@@ -2,13 +2,18 @@
 
 The input is read lazily and streamed chunk by chunk (dask), never held in memory.  The store
 is written under a temporary name and renamed when complete, so a killed ingest leaves nothing
-that looks finished; a rerun removes the leftover and starts again.
+that looks finished; a rerun removes the leftover and starts again.  A previous store at the
+same path is replaced only once the new one is complete, so a failed ingest (disk full,
+unreadable input) leaves it intact; the temporary store of a failed ingest is removed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,134 @@ def channel_stats(x: da.Array, axes: str) -> list[dict[str, float]]:
     return out
 
 
+#: OS errors that concern the output (space, permissions), not the input's content.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def first_unreadable_block(img: LazyImage) -> tuple[str, Exception] | None:
+    """Read ``img`` block by block; the region of the first block that fails, and its error.
+
+    Used after a read failed, to tell the user where the file is damaged (e.g. a truncated
+    zarr chunk or TIFF strip): ``("y 32:64, x 0:32", error)``, or None when every block reads.
+    """
+    x = img.data
+    for idx in np.ndindex(*x.numblocks):
+        try:
+            x.blocks[idx].compute()
+        except Exception as exc:
+            region = ", ".join(
+                f"{a} {sum(c[:i])}:{sum(c[: i + 1])}"
+                for a, c, i in zip(img.axes, x.chunks, idx, strict=True)
+            )
+            return region, exc
+    return None
+
+
+def _damaged_input_error(img: LazyImage, exc: Exception) -> InputError | None:
+    """An :class:`InputError` locating the damaged part of the input, when ``exc`` is one."""
+    if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+        return None
+    found = first_unreadable_block(img)
+    if found is None:
+        return None
+    region, err = found
+    return InputError(
+        f"{img.source}: cannot decode the pixels at ({region}): {type(err).__name__}: {err}; "
+        "the file is damaged (a truncated or corrupted copy?): copy it again from the source"
+    )
+
+
+def _replace_store(tmp: Path, store: Path) -> None:
+    """Move the complete ``tmp`` store to ``store``, removing a previous one only then."""
+    old = store.with_name(store.name + ".previous")
+    if old.exists():
+        shutil.rmtree(old)
+    if store.exists():
+        store.rename(old)
+    tmp.rename(store)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _convert(
+    img: LazyImage,
+    uri: str,
+    store: Path,
+    tmp: Path,
+    in_place: bool,
+    cfg: IngestConfig,
+    allow_nonfinite: bool,
+) -> tuple[dict[str, int], da.Array, str, tuple[int, ...], str, dict[str, Any], list]:
+    """Check the values, write ``tmp`` and move it to ``store`` (or only add statistics)."""
+    counts = check_values(img, allow_nonfinite)
+    data = img.data.transpose(transpose_to_canonical(img.axes))
+    axes_c = canonical_order(img.axes)
+    if img.data.dtype == np.float16:
+        data = data.astype(np.float32)
+    if counts["nan"] or counts["inf"]:
+        med = float(
+            da.nanmedian(da.where(da.isfinite(data), data, np.nan).ravel(), axis=0).compute()
+        )
+        data = da.where(da.isfinite(data), data, med)
+        log.warning(
+            "%s: replaced %d NaN and %d Inf pixels by %g", uri, counts["nan"], counts["inf"], med
+        )
+    chunks = omezarr.default_chunks(data.shape, axes_c, cfg.chunk_yx, cfg.chunk_z)
+    ident = input_identity(uri)
+    fp = fingerprint(
+        "ingest", STAGE_VERSIONS["ingest"], ident, axes_c, cfg.model_dump(), allow_nonfinite
+    )
+    target = store if in_place else tmp
+    if not in_place:
+        previous = store.with_name(store.name + ".previous")
+        if previous.exists() and not store.exists():
+            previous.rename(store)  # a replacement interrupted between its two renames
+        if tmp.exists():
+            log.info("removing leftover %s", tmp)
+            shutil.rmtree(tmp)
+        attrs = {
+            "stage": "ingest",
+            "fingerprint": fp,
+            "source": ident,
+            "source_axes": img.axes,
+            "versions": package_versions(),
+        }
+        arr = omezarr.create_image(
+            tmp,
+            data.shape,
+            data.dtype,
+            axes_c,
+            chunks,
+            scale=img.scale,
+            units=img.units,
+            attributes=attrs,
+            name=Path(uri).name,
+        )
+        log.info("ingest %s (%s %s %s) -> %s", uri, img.axes, data.shape, data.dtype, store)
+        # A pool of our own: leaving the block waits for every write in flight, so a failed
+        # ingest's temporary store can be removed without a late write recreating it.
+        with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="ingest") as pool:
+            da.store(data.rechunk(chunks), arr, lock=False, scheduler="threads", pool=pool)
+    arr, _ = omezarr.open_image(target)
+    stats = channel_stats(da.from_zarr(arr), axes_c)
+    for i, s in enumerate(stats):
+        if s["max"] == s["min"]:
+            log.warning(
+                "%s: channel %d is constant (%g); the output will equal the input", uri, i, s["min"]
+            )
+    try:
+        omezarr.set_attributes(omezarr.open_group(target, mode="r+"), {"stats": stats})
+    except OSError as exc:
+        if not in_place:
+            raise
+        # An OME-Zarr input used in place may sit on a read-only share: train computes the
+        # statistics itself when they are absent.
+        log.warning("%s: cannot record statistics in the input store (%s)", store, exc)
+    if not in_place:
+        _replace_store(tmp, store)
+    return counts, data, axes_c, chunks, fp, ident, stats
+
+
 def ingest(
     uri: str,
     store: str | Path,
@@ -100,61 +233,19 @@ def ingest(
         raise InputError(f"{uri}: boolean (mask) images cannot be denoised")
     if 0 in img.data.shape:
         raise InputError(f"{uri}: the image is empty (shape {img.data.shape})")
-    counts = check_values(img, allow_nonfinite)
-    data = img.data.transpose(transpose_to_canonical(img.axes))
-    axes_c = canonical_order(img.axes)
-    if img.data.dtype == np.float16:
-        data = data.astype(np.float32)
-    if counts["nan"] or counts["inf"]:
-        med = float(
-            da.nanmedian(da.where(da.isfinite(data), data, np.nan).ravel(), axis=0).compute()
-        )
-        data = da.where(da.isfinite(data), data, med)
-        log.warning(
-            "%s: replaced %d NaN and %d Inf pixels by %g", uri, counts["nan"], counts["inf"], med
-        )
-    chunks = omezarr.default_chunks(data.shape, axes_c, cfg.chunk_yx, cfg.chunk_z)
     in_place = Path(uri).resolve() == store.resolve()
-    ident = input_identity(uri)
-    fp = fingerprint(
-        "ingest", STAGE_VERSIONS["ingest"], ident, axes_c, cfg.model_dump(), allow_nonfinite
-    )
-    if not in_place:
-        tmp = store.with_name(store.name + ".partial")
-        for leftover in (tmp, store):
-            if leftover.exists():
-                log.info("removing previous %s", leftover)
-                shutil.rmtree(leftover)
-        attrs = {
-            "stage": "ingest",
-            "fingerprint": fp,
-            "source": ident,
-            "source_axes": img.axes,
-            "versions": package_versions(),
-        }
-        arr = omezarr.create_image(
-            tmp,
-            data.shape,
-            data.dtype,
-            axes_c,
-            chunks,
-            scale=img.scale,
-            units=img.units,
-            attributes=attrs,
-            name=Path(uri).name,
+    tmp = store.with_name(store.name + ".partial")
+    try:
+        counts, data, axes_c, chunks, fp, ident, stats = _convert(
+            img, uri, store, tmp, in_place, cfg, allow_nonfinite
         )
-        log.info("ingest %s (%s %s %s) -> %s", uri, img.axes, data.shape, data.dtype, store)
-        da.store(data.rechunk(chunks), arr, lock=False)
-        tmp.rename(store)
-    arr, _ = omezarr.open_image(store)
-    stats = channel_stats(da.from_zarr(arr), axes_c)
-    for i, s in enumerate(stats):
-        if s["max"] == s["min"]:
-            log.warning(
-                "%s: channel %d is constant (%g); the output will equal the input", uri, i, s["min"]
-            )
-    group = omezarr.open_group(store, mode="r+")
-    omezarr.set_attributes(group, {"stats": stats})
+    except Exception as exc:
+        if not in_place:
+            shutil.rmtree(tmp, ignore_errors=True)
+        located = None if isinstance(exc, InputError) else _damaged_input_error(img, exc)
+        if located is not None:
+            raise located from exc
+        raise
     return {
         "stage": "ingest",
         "version": STAGE_VERSIONS["ingest"],

@@ -23,6 +23,9 @@ class InputError(ValueError):
     """An input that cannot be read, with the file and the problem named."""
 
 
+_RECOPY = "check that the export or copy finished, and copy the file again"
+
+
 @dataclass
 class LazyImage:
     """A lazily read image: dask data, its axes letters and what we know about it."""
@@ -65,7 +68,7 @@ def read_tiff(path: Path, axes: str = "") -> LazyImage:
 
     where = str(path)
     if path.stat().st_size == 0:
-        raise InputError(f"{where}: the file is empty (0 bytes)")
+        raise InputError(f"{where}: the file is empty (0 bytes); {_RECOPY}")
     try:
         with tifffile.TiffFile(path) as tf:
             series = tf.series[0]
@@ -90,7 +93,9 @@ def read_tiff(path: Path, axes: str = "") -> LazyImage:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{where}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
+        raise InputError(
+            f"{where}: not a readable TIFF ({type(exc).__name__}: {exc}); {_RECOPY}"
+        ) from exc
     found = _tiff_axes(taxes)
     ax = _resolve_axes(axes, found, data.ndim, where)
     if data.shape != tuple(shape):
@@ -113,11 +118,11 @@ def read_png_series(pattern: str, axes: str = "") -> LazyImage:
     shapes = {}
     for f in files:
         if Path(f).stat().st_size == 0:
-            raise InputError(f"{f}: the file is empty (0 bytes)")
+            raise InputError(f"{f}: the file is empty (0 bytes); {_RECOPY}")
         try:
             props = iio.improps(f)
         except Exception as exc:
-            raise InputError(f"{f}: not a readable PNG ({exc})") from exc
+            raise InputError(f"{f}: not a readable PNG ({exc}); {_RECOPY}") from exc
         shapes[f] = (tuple(props.shape), np.dtype(props.dtype))
     distinct = set(shapes.values())
     if len(distinct) > 1:
@@ -143,11 +148,11 @@ def read_png_series(pattern: str, axes: str = "") -> LazyImage:
 def read_npy(path: Path, axes: str = "") -> LazyImage:
     where = str(path)
     if path.stat().st_size == 0:
-        raise InputError(f"{where}: the file is empty (0 bytes)")
+        raise InputError(f"{where}: the file is empty (0 bytes); {_RECOPY}")
     try:
         arr = np.load(path, mmap_mode="r")
     except Exception as exc:
-        raise InputError(f"{where}: not a readable .npy file ({exc})") from exc
+        raise InputError(f"{where}: not a readable .npy file ({exc}); {_RECOPY}") from exc
     data = da.from_array(arr, chunks="auto")
     return LazyImage(data, _resolve_axes(axes, None, data.ndim, where), where)
 
@@ -195,7 +200,9 @@ def open_input(uri: str, axes: str = "") -> LazyImage:
     ):
         return read_png_series(uri, axes)
     if not p.exists():
-        raise InputError(f"{uri}: file not found")
+        raise InputError(
+            f"{uri}: file not found; check the path (relative paths start at {Path.cwd()})"
+        )
     if low.endswith((".tif", ".tiff")):
         return read_tiff(p, axes)
     if low.endswith(".npy"):

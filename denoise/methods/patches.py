@@ -86,7 +86,8 @@ def channel_norm(
 ) -> dict[str, list[float]]:
     """Per-channel mean and std of a store: ingest's ``denoise.stats``, else computed streamed.
 
-    A channel with zero std gets std 1 (constant data: normalisation only shifts it).
+    A channel with zero std gets std 1 (constant data: normalisation only shifts it) and is
+    listed in ``constant`` (present only then): predictors return such a channel unchanged.
     """
     attrs = group_attrs if group_attrs is not None else dict(omezarr.open_group(store).attrs)
     stats = attrs.get("denoise", {}).get("stats")
@@ -97,14 +98,18 @@ def channel_norm(
         log.info("%s: no stored statistics; computing per-channel mean/std", store)
         stats = channel_stats(data, axes)
     mean = [float(s["mean"]) for s in stats]
-    std = []
+    std, constant = [], []
     for i, s in enumerate(stats):
         sd = float(s["std"])
-        if not np.isfinite(sd) or sd <= 0:
+        constant.append(not np.isfinite(sd) or sd <= 0)
+        if constant[-1]:
             log.warning("%s: channel %d has zero spread; normalising with std 1", store, i)
             sd = 1.0
         std.append(sd)
-    return {"mean": mean, "std": std}
+    norm: dict[str, list] = {"mean": mean, "std": std}
+    if any(constant):
+        norm["constant"] = constant
+    return norm
 
 
 class PatchSampler:

@@ -12,6 +12,7 @@ model.json always describes a complete model.pt.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
@@ -66,7 +67,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            buf = io.BytesIO()  # serialised first: torch reports a full disk as a cryptic error
+            torch.save(obj, buf)
+            fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -207,6 +210,9 @@ def predict_whole(
     halo = int(meta.get("halo", halo_for(meta["receptive_field"], multiple)))
     mean = np.float32(meta["norm"]["mean"][channel])
     std = np.float32(meta["norm"]["std"][channel])
+    constant = meta["norm"].get("constant", ())
+    if channel < len(constant) and constant[channel]:
+        return image.astype(np.float32)  # a constant channel carries no noise
     x = (image.astype(np.float32) - mean) / std
     widths = pad_widths(image.shape, halo, multiple)
     x = np.pad(x, widths, mode="reflect")

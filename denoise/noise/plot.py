@@ -53,6 +53,10 @@ def plot_noise_model(result: dict[str, Any], path: str | Path) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, format="png")
-    tmp.replace(out)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        tmp.replace(out)
+    except BaseException:  # e.g. a full disk: leave no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     log.info("noise-model plot written to %s", out)

@@ -305,6 +305,13 @@ def estimate_from_array(x: np.ndarray, cfg: NoiseModelConfig, seed: int = 0) -> 
 def _estimate_planes(
     planes: list[np.ndarray], dtype: np.dtype, cfg: NoiseModelConfig
 ) -> dict[str, Any]:
+    lo = min(float(np.min(p)) for p in planes)
+    if lo == max(float(np.max(p)) for p in planes):
+        raise ValueError(
+            f"the image is constant (every sampled pixel is {lo:g}), so there is no noise to "
+            "model (too few pixels: 0 blocks with any variation); check the acquisition "
+            "(blank or saturated frames?) or remove the dataset"
+        )
     clip = _clip_levels(planes, dtype)
     stats = [block_statistics(p, cfg.block, clip) for p in planes]
     mean = np.concatenate([s[0] for s in stats])
