@@ -403,7 +403,8 @@ def run_noise2fast(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[st
         steps.append(pred.last_info.get("steps"))
         stops.append(pred.last_info.get("stop_reason"))
     extra = {"budget": f"own stop (patience {cfg.noise2fast_patience}×"
-                       f"{cfg.noise2fast_validate_every} steps)", "steps": steps, "stop": stops}  # fmt: skip
+                       f"{cfg.noise2fast_validate_every} steps, ≤ {ctx.n2f_max_steps} steps)",
+             "steps": steps, "stop": stops}  # fmt: skip
     return np.stack(outs), time.perf_counter() - t0, extra
 
 
