@@ -55,6 +55,8 @@ FALLBACK_LEARNING_RATE = 5e-6
 #: Collapse test: at most this many interior pixels lie above the mean by more than half a grey
 #: level on a 0-255 scale of the plane's range (the authors' test, made independent of units).
 COLLAPSE_MAX_PIXELS = 25
+#: Edge of the random window each training pair is cut to per step (None: whole pairs).
+DEFAULT_WINDOW: int | None = 128
 
 
 # --------------------------------------------------------------------------- chequerboard
@@ -249,7 +251,7 @@ def _train(
     channels_last: bool,
     train_dtype: str,
     label: str,
-    crop: int | None = None,
+    window: int | None = None,
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> list[tuple[torch.Tensor, dict[str, Any]]]:
     """Train one network per channel of ``x`` (``(1, G, *spatial)`` in [0, 1]).
@@ -313,8 +315,13 @@ def _train(
 
     def validate(step: int) -> list[int]:
         tv = time.perf_counter()
-        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=cuda):
-            out = net(x_val).float()
+        with torch.inference_mode():
+            if cuda or low:  # half precision convolutions, float32 sigmoid
+                with torch.autocast(dev.type, torch.float16 if cuda else torch.bfloat16):
+                    z = net.logits(x_val)
+                out = torch.sigmoid(z.float())
+            else:
+                out = net(x_val)
         mse = ((out.double() - x_val.double()) ** 2).mean(dim=red).tolist()
         stopped = []
         for j, g in enumerate(active):
@@ -364,10 +371,10 @@ def _train(
             if not batch_pairs:
                 k = int(pick.integers(2))
                 i, t = i[k : k + 1], t[k : k + 1]
-            if crop:
+            if window:  # a random window of the pair (same for its two directions)
                 win = []
                 for n in i.shape[2:]:
-                    c = min(crop, n)
+                    c = min(window, n)
                     o = int(pick.integers(n - c + 1))
                     win.append(slice(o, o + c))
                 i, t = i[(..., *win)], t[(..., *win)]
@@ -424,6 +431,7 @@ def _denoise(
         else:
             todo.append(g)
     dev = torch.device(device)
+    kwargs["train_dtype"] = _train_dtype(kwargs["train_dtype"], dev, ndim)
     with _deterministic():
         for attempt, lr in enumerate((kwargs.pop("learning_rate"), FALLBACK_LEARNING_RATE)):
             if not todo:
@@ -468,7 +476,8 @@ def denoise_plane(
     widths: Sequence[int] = RELEASED_WIDTHS,
     batch_pairs: bool = True,
     channels_last: bool = True,
-    train_dtype: str = "float32",
+    train_dtype: str = "auto",
+    window: int | None = DEFAULT_WINDOW,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Denoise one 2D plane with Noise2Fast, trained on the plane itself.
 
@@ -496,8 +505,12 @@ def denoise_plane(
         squeeze direction), False takes one random pair per step as the authors do;
         channels-last activations.
     train_dtype
-        ``"float32"``, or ``"bfloat16"`` to run the training passes under bfloat16 autocast
-        (weights, optimiser, loss and validation stay float32).
+        ``"float32"``; ``"bfloat16"`` runs the convolutions of the training passes and of the
+        validation under bfloat16 autocast (weights, Adam, loss, sigmoid and the averaged
+        output stay float32); ``"auto"`` picks bfloat16 for 2D on CPUs with native support.
+    window
+        Each step trains on a random ``window``-pixel square of each pair instead of the
+        whole pair (``None``), at a fraction of the cost; see the module notes.
 
     Returns
     -------
@@ -513,6 +526,7 @@ def denoise_plane(
         label="noise2fast 2D", patience=patience, max_steps=max_steps,
         validate_every=validate_every, learning_rate=learning_rate, widths=widths,
         batch_pairs=batch_pairs, channels_last=channels_last, train_dtype=train_dtype,
+        window=window,
     )
     return out[0], infos[0]
 
@@ -530,7 +544,8 @@ def denoise_planes(
     widths: Sequence[int] = RELEASED_WIDTHS,
     batch_pairs: bool = True,
     channels_last: bool = True,
-    train_dtype: str = "float32",
+    train_dtype: str = "auto",
+    window: int | None = DEFAULT_WINDOW,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Denoise ``(N, Y, X)`` planes independently, training their N networks at once.
 
@@ -547,6 +562,7 @@ def denoise_planes(
         label=f"noise2fast 2D x{len(images)}", patience=patience, max_steps=max_steps,
         validate_every=validate_every, learning_rate=learning_rate, widths=widths,
         batch_pairs=batch_pairs, channels_last=channels_last, train_dtype=train_dtype,
+        window=window,
     )
 
 
@@ -563,7 +579,8 @@ def denoise_volume(
     widths: Sequence[int] = RELEASED_WIDTHS,
     batch_pairs: bool = True,
     channels_last: bool = True,
-    train_dtype: str = "float32",
+    train_dtype: str = "auto",
+    window: int | None = DEFAULT_WINDOW,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Denoise a ``(Z, Y, X)`` volume with 3D chequerboard neighbours and a 3D network.
 
@@ -576,6 +593,7 @@ def denoise_volume(
         label="noise2fast 3D", patience=patience, max_steps=max_steps,
         validate_every=validate_every, learning_rate=learning_rate, widths=widths,
         batch_pairs=batch_pairs, channels_last=channels_last, train_dtype=train_dtype,
+        window=window,
     )
     return out[0], infos[0]
 

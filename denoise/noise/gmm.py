@@ -1,0 +1,287 @@
+"""Gaussian-mixture noise model whose parameters are polynomials in the signal (PPN2V-style).
+
+``p(x | s) = Σ_j w_j(s) · N(x; μ_j(s), σ_j²(s))`` with, for ``u = (s − s_low) / (s_high − s_low)``
+clamped to [0, 1] and polynomials ``P`` of degree ``degree`` in ``u``:
+
+* weights ``w = softmax(P_w(u))``;
+* means ``μ_j = s + scale · P_μj(u)``, then shifted by a common amount so that ``Σ_j w_j μ_j = s``
+  (the signal is by definition the expected recorded value; the mixture only shapes the
+  distribution around it);
+* variances ``σ_j² = min_var + scale² · softplus(P_σj(u))``.
+
+``scale`` is the residual standard deviation of the calibration pairs, so the coefficients are
+of order one.  Quantised (integer) data use interval probabilities and clipped values are
+censored (:func:`denoise.noise.base.gaussian_log_prob`).
+
+Fitting maximises the mean log-likelihood of ``(x, s)`` pairs (a fixed random subset of at most
+``max_pairs``) with full-batch L-BFGS in float64, deterministic for a seed; the model is then
+kept in float32.  The pairs come from calibration data (clean ``s``) or, for
+"bootstrapped" PN2V without calibration, from an N2V prediction used as pseudo-clean ``s``
+(see :mod:`denoise.noise.calibration`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from denoise.noise.base import NoiseModelBase, gaussian_log_prob
+
+log = logging.getLogger(__name__)
+
+N_GAUSSIANS = 3
+DEGREE = 2
+#: L-BFGS iterations of the fit, and the pairs it uses at most (a fixed random subset).
+FIT_STEPS = 200
+FIT_PAIRS = 200_000
+
+
+def _softplus_inv(y: float) -> float:
+    return float(y + math.log(-math.expm1(-y))) if y < 20 else float(y)
+
+
+class GMMNoiseModel(NoiseModelBase):
+    """Mixture of Gaussians with signal-dependent weights, means and variances.
+
+    Parameters
+    ----------
+    coeffs
+        ``(3, n_gaussians, degree + 1)``: polynomial coefficients (constant term first) of the
+        weight logits, the mean offsets and the variance terms (module docstring).
+    s_low, s_high
+        Signal range the polynomials are defined on (outside it they are held constant).
+    scale
+        Raw-unit scale of the mean offsets and variance terms.
+    min_var
+        Variance floor (raw units²).
+    quantum, clip_low, clip_high
+        Recording conventions (:func:`denoise.noise.base.recording_conventions`).
+    """
+
+    kind = "gmm"
+
+    def __init__(
+        self,
+        coeffs: np.ndarray | torch.Tensor,
+        s_low: float,
+        s_high: float,
+        scale: float,
+        min_var: float,
+        quantum: float = 0.0,
+        clip_low: float | None = None,
+        clip_high: float | None = None,
+    ) -> None:
+        super().__init__()
+        c = torch.as_tensor(np.asarray(coeffs, dtype=np.float64), dtype=torch.float64)
+        if c.ndim != 3 or c.shape[0] != 3:
+            raise ValueError(
+                f"GMM coefficients must have shape (3, G, degree+1), got {tuple(c.shape)}"
+            )
+        if not (s_high > s_low and scale > 0 and min_var > 0):
+            raise ValueError("GMM noise model needs s_high > s_low, scale > 0 and min_var > 0")
+        self.register_buffer("coeffs", c.float())
+        self.s_low, self.s_high = float(s_low), float(s_high)
+        self.scale, self.min_var = float(scale), float(min_var)
+        self.quantum = float(quantum)
+        self.clip_low = None if clip_low is None else float(clip_low)
+        self.clip_high = None if clip_high is None else float(clip_high)
+
+    @property
+    def n_gaussians(self) -> int:
+        return int(self.coeffs.shape[1])
+
+    @property
+    def degree(self) -> int:
+        return int(self.coeffs.shape[2]) - 1
+
+    def components(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log w, μ, σ²)`` of every component at ``s``, each of shape ``(*s.shape, G)``."""
+        c = self.coeffs.to(s.dtype)
+        u = ((s - self.s_low) / (self.s_high - self.s_low)).clamp(0.0, 1.0)
+        powers = torch.stack([u**k for k in range(self.degree + 1)], dim=-1)  # (..., D+1)
+        poly = torch.einsum("...d,pgd->...pg", powers, c)  # (..., 3, G)
+        logw = torch.log_softmax(poly[..., 0, :], dim=-1)
+        off = self.scale * poly[..., 1, :]
+        off = off - (logw.exp() * off).sum(dim=-1, keepdim=True)
+        mu = s[..., None] + off
+        var = self.min_var + self.scale**2 * F.softplus(poly[..., 2, :])
+        return logw, mu, var
+
+    def log_prob(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Elementwise ``log p(x | s)``; ``x`` and ``s`` broadcast; differentiable in ``s``."""
+        x, s = torch.broadcast_tensors(x, s)
+        if not s.is_floating_point():
+            s = s.float()
+        logw, mu, var = self.components(s)
+        comp = gaussian_log_prob(
+            x[..., None].to(s.dtype), mu, var, self.quantum, self.clip_low, self.clip_high
+        )
+        return torch.logsumexp(logw + comp, dim=-1)
+
+    def variance(self, s: torch.Tensor) -> torch.Tensor:
+        """Variance of the (uncensored, continuous) mixture at ``s``."""
+        logw, mu, var = self.components(s)
+        w = logw.exp()
+        return (w * (var + (mu - s[..., None]) ** 2)).sum(dim=-1)
+
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        s: np.ndarray,
+        n_gaussians: int = N_GAUSSIANS,
+        degree: int = DEGREE,
+        quantum: float = 0.0,
+        clip_low: float | None = None,
+        clip_high: float | None = None,
+        min_var: float | None = None,
+        steps: int = FIT_STEPS,
+        max_pairs: int = FIT_PAIRS,
+        seed: int = 0,
+    ) -> GMMNoiseModel:
+        """Maximum-likelihood fit to calibration (or pseudo-calibration) pairs.
+
+        Parameters
+        ----------
+        x, s
+            Noisy values and their (pseudo-)clean signal, same shape, raw units.
+        n_gaussians, degree
+            Components and polynomial degree.
+        quantum, clip_low, clip_high
+            Recording conventions of ``x``.
+        min_var
+            Variance floor; default ``max(quantum², 1e-6 · var(x − s))``.
+        steps
+            L-BFGS iterations (strong-Wolfe line search, full batch).
+        max_pairs
+            Pairs used at most (a random subset; the fit is full-batch).
+        seed
+            Seed of the subset and of the symmetry-breaking initialisation.
+        """
+        x = np.asarray(x, dtype=np.float64).ravel()
+        s = np.asarray(s, dtype=np.float64).ravel()
+        if x.shape != s.shape:
+            raise ValueError(f"calibration pairs differ in size: x {x.shape}, s {s.shape}")
+        ok = np.isfinite(x) & np.isfinite(s)
+        x, s = x[ok], s[ok]
+        if x.size < 100:
+            raise ValueError(f"only {x.size} calibration pairs; the GMM fit needs thousands")
+        s_low, s_high = float(np.quantile(s, 0.001)), float(np.quantile(s, 0.999))
+        if s_high <= s_low:
+            s_high = s_low + 1.0
+        scale = float(np.std(x - s)) or 1.0
+        if min_var is None:
+            min_var = max(quantum * quantum, 1e-6 * scale * scale)
+        init = _initial_coeffs(x, s, s_low, s_high, scale, min_var, n_gaussians, degree, seed)
+        model = cls(init, s_low, s_high, scale, min_var, quantum, clip_low, clip_high)
+        if x.size > max_pairs:
+            keep = np.sort(np.random.default_rng(seed).choice(x.size, max_pairs, replace=False))
+            x, s = x[keep], s[keep]
+        xt, st = torch.from_numpy(x), torch.from_numpy(s)
+        model.double()
+        if steps > 0:
+            model.coeffs.requires_grad_(True)
+            opt = torch.optim.LBFGS(
+                [model.coeffs],
+                lr=1.0,
+                max_iter=steps,
+                history_size=20,
+                tolerance_grad=1e-9,
+                tolerance_change=1e-12,
+                line_search_fn="strong_wolfe",
+            )
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                loss = -model.log_prob(xt, st).mean()
+                loss.backward()
+                return loss
+
+            with torch.enable_grad():
+                opt.step(closure)
+        model.coeffs.requires_grad_(False)
+        with torch.no_grad():
+            nll = float(-model.log_prob(xt, st).mean())
+        model.float()
+        model.fit_nll = nll
+        log.info(
+            "GMM noise model: %d Gaussians, degree %d, from %d pairs; mean NLL %.4f",
+            n_gaussians,
+            degree,
+            x.size,
+            nll,
+        )
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "coeffs": self.coeffs.detach().double().cpu().tolist(),
+            "s_low": self.s_low,
+            "s_high": self.s_high,
+            "scale": self.scale,
+            "min_var": self.min_var,
+            "quantum": self.quantum,
+            "clip_low": self.clip_low,
+            "clip_high": self.clip_high,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GMMNoiseModel:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            np.asarray(data["coeffs"], dtype=np.float64),
+            data["s_low"],
+            data["s_high"],
+            data["scale"],
+            data["min_var"],
+            data.get("quantum", 0.0),
+            data.get("clip_low"),
+            data.get("clip_high"),
+        )
+
+
+def _initial_coeffs(
+    x: np.ndarray,
+    s: np.ndarray,
+    s_low: float,
+    s_high: float,
+    scale: float,
+    min_var: float,
+    n_gaussians: int,
+    degree: int,
+    seed: int,
+) -> np.ndarray:
+    """Start the components on slices of the residual distribution, bin by bin.
+
+    The pairs are cut into 24 equal-count bins of ``s``; in each, the residuals ``x − s`` are
+    sorted and cut into ``n_gaussians`` equal-count slices, whose means and variances start the
+    components (a discrete "zero-photon" spike and a broad tail get separate components from
+    the start).  Polynomials in ``u`` are least-squares fits over the bins; weights start equal.
+    """
+    u = np.clip((s - s_low) / (s_high - s_low), 0.0, 1.0)
+    order = np.argsort(u, kind="stable")
+    groups = [g for g in np.array_split(order, 24) if g.size >= n_gaussians]
+    um = np.array([u[g].mean() for g in groups])
+    off = np.zeros((len(groups), n_gaussians))
+    var = np.zeros((len(groups), n_gaussians))
+    for b, g in enumerate(groups):
+        r = np.sort(x[g] - s[g])
+        for j, sl in enumerate(np.array_split(r, n_gaussians)):
+            off[b, j] = sl.mean()
+            var[b, j] = sl.var()
+    deg = min(degree, max(0, um.size - 1))
+    coeffs = np.zeros((3, n_gaussians, degree + 1))
+    rng = np.random.default_rng(seed)
+    for j in range(n_gaussians):
+        coeffs[1, j, : deg + 1] = np.polyfit(um, off[:, j] / scale, deg)[::-1]
+        v = np.maximum(var[:, j] - min_var, 1e-3 * scale * scale) / scale**2
+        target = np.array([_softplus_inv(float(vi)) for vi in v])
+        coeffs[2, j, : deg + 1] = np.polyfit(um, target, deg)[::-1]
+        coeffs[0, j, 0] = 0.01 * rng.standard_normal()
+    return coeffs

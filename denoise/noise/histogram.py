@@ -1,0 +1,276 @@
+"""Histogram noise model from calibration pairs (PN2V, Prakash/Krull et al.).
+
+A 2D histogram of (clean ``s``, noisy ``x``) pairs, one row per ``s`` bin, each row normalised
+to a distribution over ``x``; ``p(x | s)`` is read from the ``x`` bin of ``x`` and linearly
+interpolated between the two rows whose ``s`` centres bracket ``s``, so it is continuous and
+differentiable in ``s`` (the paper's construction, 256 × 256 bins by default).
+
+Choices the paper leaves open, written down:
+
+* Bins: ``bins`` equal bins spanning the data range on each axis; integer-valued data whose
+  range holds at most ``bins`` values get one bin per value (e.g. 8-bit data: x = 0…255), so
+  the recorded distribution, clipped edge values included, is kept exactly.
+* Sparse rows: a row with fewer than ``min_count`` pairs borrows from its nearest neighbours
+  (symmetric window grown until it holds ``min_count``), each borrowed row shifted along ``x``
+  by the difference of the ``s`` centres, so the pooled residual ``x − s`` keeps the right
+  location (only the shape is borrowed).  Rows beyond the data get the nearest filled row
+  (shifted alike).
+* Zero bins: the table density is mixed with a small weight ``tail_weight`` of a wide Gaussian
+  ``N(s, tail_sigma²)`` (``tail_sigma`` = 3 × the largest row std), so an ``x`` the calibration
+  never showed at this ``s`` has a small, finite likelihood whose gradient still pulls the
+  samples towards ``x`` (a pure histogram has zero gradient there).
+* ``s`` beyond the first/last row centre is clamped to it (the table has no information
+  there); only the tail term then depends on ``s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from denoise.noise.base import NoiseModelBase
+
+log = logging.getLogger(__name__)
+
+#: Default histogram size per axis (the PN2V paper's 256 × 256).
+BINS = 256
+#: Pairs a row must hold (after pooling neighbours) for its distribution to be used.
+MIN_COUNT = 500
+TAIL_WEIGHT = 1e-3
+
+
+def _axis(values: np.ndarray, bins: int) -> tuple[float, float, int]:
+    """First bin centre, bin width and bin count covering ``values``."""
+    lo, hi = float(values.min()), float(values.max())
+    integer = bool(np.all(np.mod(values, 1.0) == 0))
+    if integer and hi - lo + 1 <= bins:
+        return lo, 1.0, int(hi - lo) + 1
+    if hi <= lo:
+        return lo, 1.0, 1
+    width = (hi - lo) / bins
+    return lo + 0.5 * width, width, bins
+
+
+def _bin_index(v: np.ndarray, first: float, width: float, n: int) -> np.ndarray:
+    return np.clip(np.floor((v - first) / width + 0.5), 0, n - 1).astype(np.int64)
+
+
+class HistogramNoiseModel(NoiseModelBase):
+    """``p(x | s)`` from a row-normalised 2D histogram, linear in ``s`` between rows.
+
+    Parameters
+    ----------
+    density
+        ``(n_s, n_x)`` table: row ``i`` is the density of ``x`` (per raw unit) at the ``i``-th
+        ``s`` centre.
+    s_first, s_step
+        Centre of the first ``s`` row and the spacing of the rows (raw units).
+    x_first, x_step
+        Centre of the first ``x`` bin and the bin width (raw units).
+    tail_weight, tail_sigma
+        Weight and σ (raw units) of the wide Gaussian mixed in (module docstring).
+    counts
+        Pairs per row before pooling (kept for plots and reports).
+    """
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        density: np.ndarray,
+        s_first: float,
+        s_step: float,
+        x_first: float,
+        x_step: float,
+        tail_weight: float = TAIL_WEIGHT,
+        tail_sigma: float = 1.0,
+        counts: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        table = np.asarray(density, dtype=np.float64)
+        if table.ndim != 2 or min(table.shape) < 1:
+            raise ValueError(f"histogram table must be 2D (s, x), got shape {table.shape}")
+        if not (s_step > 0 and x_step > 0 and tail_sigma > 0 and 0 <= tail_weight < 1):
+            raise ValueError("histogram steps and tail_sigma must be > 0, tail_weight in [0, 1)")
+        if table.shape[0] == 1:  # one row: duplicate it so interpolation has two rows
+            table = np.repeat(table, 2, axis=0)
+        self.register_buffer("table", torch.from_numpy(table.astype(np.float32)))
+        self.s_first, self.s_step = float(s_first), float(s_step)
+        self.x_first, self.x_step = float(x_first), float(x_step)
+        self.tail_weight, self.tail_sigma = float(tail_weight), float(tail_sigma)
+        self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+
+    @property
+    def n_s(self) -> int:
+        return int(self.table.shape[0])
+
+    @property
+    def n_x(self) -> int:
+        return int(self.table.shape[1])
+
+    def log_prob(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Elementwise ``log p(x | s)``; ``x`` and ``s`` broadcast; differentiable in ``s``."""
+        x, s = torch.broadcast_tensors(x, s)
+        dtype = s.dtype if s.is_floating_point() else torch.float32
+        table = self.table.to(dtype)
+        ix = torch.floor((x - self.x_first) / self.x_step + 0.5).clamp(0, self.n_x - 1).long()
+        fs = ((s - self.s_first) / self.s_step).clamp(0.0, self.n_s - 1.0)
+        i0 = torch.floor(fs).clamp(max=self.n_s - 2).long()
+        t = fs - i0.to(fs.dtype)
+        flat = table.reshape(-1)
+        p0 = flat[i0 * self.n_x + ix]
+        p1 = flat[(i0 + 1) * self.n_x + ix]
+        p = (1.0 - t) * p0 + t * p1
+        if self.tail_weight > 0:
+            # log((1 − w)·p + w·N(x; s, σ²)) in log space: the Gaussian's log stays finite far
+            # from every bin, where its density underflows.  where(p > 0, p, 1) keeps the
+            # unused branch finite, so its gradient is not NaN.
+            z = (x - s) / self.tail_sigma
+            log_tail = (
+                math.log(self.tail_weight)
+                - 0.5 * z * z
+                - math.log(self.tail_sigma * math.sqrt(2.0 * math.pi))
+            )
+            safe = torch.where(p > 0, p, torch.ones_like(p))
+            log_hist = torch.where(
+                p > 0,
+                torch.log(safe) + math.log1p(-self.tail_weight),
+                torch.full_like(p, -math.inf),
+            )
+            return torch.logaddexp(log_hist, log_tail)
+        return torch.log(p.clamp(min=1e-30))
+
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        s: np.ndarray,
+        bins: int = BINS,
+        min_count: int = MIN_COUNT,
+        tail_weight: float = TAIL_WEIGHT,
+    ) -> HistogramNoiseModel:
+        """Build the model from calibration pairs.
+
+        Parameters
+        ----------
+        x, s
+            Noisy values and their clean signal (same shape; raw units).  Non-finite pairs are
+            dropped.
+        bins
+            Bins per axis (integer data with a smaller range get one bin per value).
+        min_count
+            Pairs a row must hold; sparser rows pool shifted neighbours (module docstring).
+        tail_weight
+            Weight of the wide Gaussian mixed in (0: pure histogram).
+        """
+        x = np.asarray(x, dtype=np.float64).ravel()
+        s = np.asarray(s, dtype=np.float64).ravel()
+        if x.shape != s.shape:
+            raise ValueError(f"calibration pairs differ in size: x {x.shape}, s {s.shape}")
+        ok = np.isfinite(x) & np.isfinite(s)
+        x, s = x[ok], s[ok]
+        if x.size < 100:
+            raise ValueError(
+                f"only {x.size} calibration pairs; a histogram noise model needs thousands "
+                "(use a larger calibration stack)"
+            )
+        xf, xw, nx = _axis(x, bins)
+        # The s axis may be non-integer (a mean over frames); its bins follow the same rule.
+        sf, sw, ns = _axis(s, bins)
+        ix = _bin_index(x, xf, xw, nx)
+        i_s = _bin_index(s, sf, sw, ns)
+        counts = np.bincount(i_s * nx + ix, minlength=ns * nx).reshape(ns, nx).astype(np.float64)
+        row_n = counts.sum(axis=1)
+        pooled = _pool_rows(counts, row_n, min(min_count, int(row_n.sum())), sw / xw)
+        dens = pooled / np.maximum(pooled.sum(axis=1, keepdims=True), 1e-300) / xw
+        centres = xf + xw * np.arange(nx)
+        mean = dens @ centres * xw
+        var = dens @ centres**2 * xw - mean**2
+        tail_sigma = 3.0 * float(np.sqrt(max(np.max(var), xw * xw)))
+        log.info(
+            "histogram noise model: %d × %d bins from %d pairs (s %.4g…%.4g, x %.4g…%.4g)",
+            ns,
+            nx,
+            x.size,
+            s.min(),
+            s.max(),
+            x.min(),
+            x.max(),
+        )
+        return cls(dens, sf, sw, xf, xw, tail_weight, tail_sigma, row_n.astype(np.int64))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "s_first": self.s_first,
+            "s_step": self.s_step,
+            "x_first": self.x_first,
+            "x_step": self.x_step,
+            "tail_weight": self.tail_weight,
+            "tail_sigma": self.tail_sigma,
+            "shape": [self.n_s, self.n_x],
+            "density": [[float(f"{v:.7g}") for v in row] for row in self.table.cpu().tolist()],
+            "counts": None if self.counts is None else self.counts.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistogramNoiseModel:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            np.asarray(data["density"], dtype=np.float64),
+            data["s_first"],
+            data["s_step"],
+            data["x_first"],
+            data["x_step"],
+            data.get("tail_weight", TAIL_WEIGHT),
+            data.get("tail_sigma", 1.0),
+            data.get("counts"),
+        )
+
+
+def _pool_rows(counts: np.ndarray, row_n: np.ndarray, min_count: int, ratio: float) -> np.ndarray:
+    """Rows with fewer than ``min_count`` pairs pool shifted neighbours (module docstring).
+
+    ``ratio`` is the ``s`` bin width in ``x`` bins: row ``j`` moved to row ``i`` shifts by
+    ``round((i − j) · ratio)`` ``x`` bins (mass pushed past an end stays in the end bin).
+    """
+    ns, nx = counts.shape
+    out = counts.copy()
+    cum = np.concatenate([[0.0], np.cumsum(row_n)])
+    for i in range(ns):
+        if row_n[i] >= min_count:
+            continue
+        h = 0
+        while True:
+            lo, hi = max(0, i - h), min(ns, i + h + 1)
+            if cum[hi] - cum[lo] >= min_count or (lo == 0 and hi == ns):
+                break
+            h += 1
+        acc = np.zeros(nx)
+        for j in range(lo, hi):
+            if row_n[j] == 0:
+                continue
+            acc += _shift(counts[j], round((i - j) * ratio))
+        out[i] = acc
+    return out
+
+
+def _shift(row: np.ndarray, k: int) -> np.ndarray:
+    """``row`` moved by ``k`` bins; mass pushed past an end piles up in the end bin."""
+    if k == 0:
+        return row
+    n = row.size
+    out = np.zeros_like(row)
+    if k > 0:
+        k = min(k, n - 1)
+        out[k:] = row[: n - k]
+        out[-1] += row[n - k :].sum()
+    else:
+        k = min(-k, n - 1)
+        out[: n - k] = row[k:]
+        out[0] += row[:k].sum()
+    return out

@@ -1,0 +1,155 @@
+"""Histogram noise model: reproduces a known likelihood, interpolates in s, saves, handles clipping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from denoise.noise.base import load_noise_model, noise_model_from_dict
+from denoise.noise.histogram import HistogramNoiseModel
+
+GAIN, SIGMA = 4.0, 3.0
+
+
+def _pairs(n: int = 400_000, seed: int = 0, s_max: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Integer clean levels and quantised Poisson-Gaussian observations of them."""
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, s_max + 1, n).astype(np.float64)
+    x = GAIN * rng.poisson(s / GAIN) + rng.normal(0.0, SIGMA, n)
+    return np.round(x), s
+
+
+def _true_pmf(s: float, xs: np.ndarray) -> np.ndarray:
+    """Exact probability of each rounded value ``xs`` given ``s`` (Poisson ⊗ Gaussian)."""
+    from scipy.stats import norm, poisson
+
+    lam = s / GAIN
+    ks = np.arange(0, int(lam + 12 * math.sqrt(lam + 1)) + 2)
+    pk = poisson.pmf(ks, lam)
+    hi = norm.cdf((xs[:, None] + 0.5 - GAIN * ks[None]) / SIGMA)
+    lo = norm.cdf((xs[:, None] - 0.5 - GAIN * ks[None]) / SIGMA)
+    return (hi - lo) @ pk
+
+
+@pytest.fixture(scope="module")
+def model() -> HistogramNoiseModel:
+    x, s = _pairs()
+    return HistogramNoiseModel.fit(x, s)
+
+
+def test_reproduces_the_true_likelihood(model):
+    assert model.x_step == 1.0 and model.s_step == 1.0  # integer data: one bin per value
+    for s in (10.0, 40.0, 100.0):
+        xs = np.arange(s - 40, s + 41)
+        p_true = _true_pmf(s, xs)
+        p_hist = model.density(np.array([s]), xs)[0]
+        tv = 0.5 * np.abs(p_hist - p_true).sum()
+        assert tv < 0.08, (s, tv)  # sampling noise of ~3000 pairs per row
+        full = model.x_first + np.arange(model.n_x)
+        mean, var = model.moments(np.array([s]), full)
+        assert mean[0] == pytest.approx(s, abs=0.5)
+        assert var[0] == pytest.approx(GAIN * s + SIGMA**2, rel=0.1)
+
+
+def test_linear_in_s_between_rows_and_differentiable(model):
+    x = torch.tensor([52.0])
+    p = lambda sv: float(torch.exp(model.log_prob(x, torch.tensor([sv]))))  # noqa: E731
+    mid = p(50.25)
+    expected = 0.75 * p(50.0) + 0.25 * p(51.0)
+    assert mid == pytest.approx(expected, rel=1e-3)
+    s = torch.tensor([50.3, 60.7, 200.0], requires_grad=True)
+    lp = model.log_prob(torch.tensor([52.0, 45.0, 120.0]), s)
+    lp.sum().backward()
+    assert torch.isfinite(lp).all() and torch.isfinite(s.grad).all()
+    assert s.grad[0] != 0  # inside the table: the interpolation weight depends on s
+
+
+def test_vectorised_over_samples(model):
+    x = torch.tensor([[30.0], [80.0]])  # (pixels, 1)
+    s = torch.linspace(0, 120, 7)[None].expand(2, -1)  # (pixels, K)
+    lp = model.log_prob(x, s)
+    assert lp.shape == (2, 7)
+    for i in range(2):
+        for k in range(7):
+            single = model.log_prob(x[i, 0:1], s[i, k : k + 1])
+            assert float(lp[i, k]) == pytest.approx(float(single), rel=1e-6)
+    # Likelihood peaks near s = x.
+    grid = torch.arange(0.0, 121.0)
+    best = grid[model.log_prob(torch.tensor(80.0), grid).argmax()]
+    assert abs(float(best) - 80.0) <= 6
+
+
+def test_unseen_values_have_finite_likelihood_and_gradient(model):
+    s = torch.tensor([5.0], requires_grad=True)
+    lp = model.log_prob(torch.tensor([900.0]), s)  # far beyond anything calibrated
+    lp.backward()
+    assert torch.isfinite(lp).all() and float(s.grad) > 0  # pulled towards x
+
+
+def test_save_load_round_trip(model, tmp_path):
+    path = tmp_path / "hist.json"
+    model.save(path)
+    again = load_noise_model(path)
+    assert isinstance(again, HistogramNoiseModel)
+    x = torch.tensor([3.0, 47.0, 118.0])
+    s = torch.tensor([2.5, 44.2, 119.0])
+    assert torch.allclose(model.log_prob(x, s), again.log_prob(x, s), rtol=1e-5)
+    assert noise_model_from_dict(model.to_dict()).n_s == model.n_s
+
+
+def test_sparse_rows_keep_their_location():
+    x, s = _pairs(n=60_000, s_max=60)
+    extra_s = np.full(30, 200.0)  # a bright row with very few pairs
+    extra_x = np.round(200.0 + np.random.default_rng(1).normal(0, 30.0, 30))
+    m = HistogramNoiseModel.fit(np.append(x, extra_x), np.append(s, extra_s), min_count=500)
+    xs = np.arange(m.x_first, m.x_first + m.n_x)
+    mean, _ = m.moments(np.array([200.0, 130.0]), xs)
+    # Borrowed rows are shifted to the row's own level: the mean stays near s.
+    assert mean[0] == pytest.approx(200.0, abs=8.0)
+    assert mean[1] == pytest.approx(130.0, abs=8.0)
+
+
+def test_clipped_values_collect_in_the_edge_bin():
+    rng = np.random.default_rng(2)
+    s = rng.integers(200, 256, 200_000).astype(np.float64)
+    raw = s + rng.normal(0, 20.0, s.size)
+    x = np.clip(np.round(raw), 0, 255)
+    m = HistogramNoiseModel.fit(x, s)
+    # p(x = 255 | s) is the probability of saturating (per unit of x), not a Gaussian density.
+    for level in (230.0, 250.0):
+        from scipy.stats import norm
+
+        p_sat = norm.sf((254.5 - level) / 20.0)
+        got = float(torch.exp(m.log_prob(torch.tensor(255.0), torch.tensor(level))))
+        assert got == pytest.approx(p_sat, rel=0.1)
+
+
+def test_fit_noise_model_from_a_calibration_stack_and_plot(tmp_path):
+    from denoise.config import NoiseModelConfig
+    from denoise.io.ingest import ingest
+    from denoise.noise.calibration import fit_noise_model, pairs_from_stack
+    from denoise.noise.plot_models import plot_noise_models
+
+    rng = np.random.default_rng(5)
+    clean = np.tile(np.linspace(0, 100, 64), (64, 1))
+    frames = GAIN * rng.poisson(clean / GAIN, (40, 64, 64)) + rng.normal(0, SIGMA, (40, 64, 64))
+    cal = tmp_path / "cal.npy"
+    np.save(cal, np.clip(np.round(frames + 10), 0, 255).astype(np.uint8))
+    np.save(tmp_path / "data.npy", np.clip(np.round(frames[0] + 10), 0, 255).astype(np.uint8))
+    store = tmp_path / "data.ome.zarr"
+    ingest(str(tmp_path / "data.npy"), store, axes="yx")
+    cfg = NoiseModelConfig(max_samples=100_000)
+    (m,) = fit_noise_model("histogram", store, cfg, str(cal), "tyx", seed=0)
+    assert isinstance(m, HistogramNoiseModel)
+    x, s, dtype = pairs_from_stack(cal, "tyx", max_samples=100_000)
+    assert x.size <= 100_000 and dtype == np.uint8
+    xs = m.x_first + np.arange(m.n_x)
+    _, var = m.moments(np.array([60.0]), xs)  # s = 50 + the black level 10
+    assert var[0] == pytest.approx((GAIN * 50 + SIGMA**2) * (1 - 1 / 40), rel=0.15)
+    plot_noise_models([{"histogram": m}], tmp_path / "nm.png", pairs=[(x, s)], title="test")
+    assert (tmp_path / "nm.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="calibration stack"):
+        fit_noise_model("histogram", store, cfg)
