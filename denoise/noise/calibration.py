@@ -72,7 +72,7 @@ def pairs_from_stack(
                 f"{uri}: calibration has {n_c} channel(s); channel {channel} was requested "
                 "(give one calibration channel per data channel)"
             )
-        data = data.take(channel, axis=ax.index("c"))
+        data = data[(slice(None),) * ax.index("c") + (channel,)]
         ax = ax.replace("c", "")
     elif channel != 0:
         raise ValueError(f"{uri}: calibration has one channel; channel {channel} was requested")
