@@ -55,8 +55,8 @@ def test_lint_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_dry_run_default_config():
-    proc = _run(["-n", "--quiet", "rules"], cwd=REPO)
+def test_dry_run_default_config(tmp_path):
+    proc = _run(["-n", "--quiet", "rules", "--config", f"results={tmp_path / 'results'}"], cwd=REPO)
     assert "train" in proc.stdout and "gather_predict" in proc.stdout
 
 
