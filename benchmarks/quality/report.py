@@ -34,6 +34,26 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
+_NUMERIC = ("psnr", "psnr_255", "ssim", "si_psnr", "seconds_unit", "frames_scored", "score",
+            "score_seconds", "sigma", "steps", "load1")  # fmt: skip
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``quality.csv`` (numbers parsed; empty cells dropped)."""
+    rows = []
+    with Path(path).open(newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {k: v for k, v in raw.items() if v != ""}
+            for k in _NUMERIC:
+                if k in row:
+                    try:
+                        row[k] = float(row[k])
+                    except ValueError:
+                        pass
+            rows.append(row)
+    return rows
+
+
 def _order(rows: Sequence[dict[str, Any]]) -> list[str]:
     seen: list[str] = []
     for r in rows:
@@ -101,18 +121,22 @@ def _unit_seconds(rs: Sequence[dict[str, Any]]) -> float:
 
 
 def summary_table(rows: Sequence[dict[str, Any]], set_name: str) -> list[str]:
-    """Markdown table of one set: means over its scored images, best primary metric first."""
+    """Markdown table of one set: means over its scored images, best primary metric first.
+
+    ``images`` counts the scored images behind each mean (methods that failed, or a merged
+    partial run, may cover fewer than the others: compare their means with care).
+    """
     rs = [r for r in rows if r["set"] == set_name]
     primary = rs[0]["primary"]
-    lines = ["| method | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score | budget "
-             "| steps |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| method | images | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score "
+             "| budget | steps |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     stats = []
     for m in _order(rs):
         mr = [r for r in rs if r["method"] == m]
         stats.append((m, mr, _mean(mr, primary)))
     for _, mr, _ in sorted(stats, key=lambda t: -t[2] if not _nan(t[2]) else math.inf):
         lines.append(
-            f"| {mr[0]['label']} | {_f(_mean(mr, 'psnr'))} | {_f(_mean(mr, 'psnr_255'))} | "
+            f"| {mr[0]['label']} | {len(mr)} | {_f(_mean(mr, 'psnr'))} | {_f(_mean(mr, 'psnr_255'))} | "
             f"{_f(_mean(mr, 'ssim'), '{:.3f}')} | {_f(_mean(mr, 'si_psnr'))} | "
             f"{_f(_unit_seconds(mr), '{:.1f}')} | {_f(_mean(mr, 'score'), '{:.2f}')} | "
             f"{mr[0]['budget']} | {_f(_mean(mr, 'steps'), '{:.0f}')} |"
@@ -200,14 +224,23 @@ def markdown(
 ) -> list[str]:
     """The Markdown report."""
     ls, le = info["load_start"], info["load_end"]
-    lines = [
-        "# Denoising quality benchmark",
-        "",
-        f"Command: `{info['command']}`  ",
-        f"Run {time.strftime('%Y-%m-%d %H:%M')}, {info['cores']} CPU cores, no GPU; wall time "
-        f"{info['wall_s'] / 60:.1f} min (CPU time {info.get('cpu_s', math.nan) / 60:.1f} min); load average (1/5/15 min) at start "
-        f"{ls[0]:.2f}/{ls[1]:.2f}/{ls[2]:.2f}, at end {le[0]:.2f}/{le[1]:.2f}/{le[2]:.2f} "
-        "(a load above the core count inflates every timing and shrinks what the time budgets buy).  ",
+    lines = ["# Denoising quality benchmark", "", f"Command: `{info['command']}`  "]
+    if info.get("merged_from"):
+        lines.append(
+            "Rows merged from: " + ", ".join(f"`{m}`" for m in info["merged_from"])
+            + f" (see each run's own quality.md for its wall time); {info['cores']} CPU cores, "
+            f"no GPU; mean 1-min load average over the tasks {ls[0]:.2f} (a load above the core "
+            "count inflates every timing and shrinks what the time budgets buy).  "
+        )  # fmt: skip
+    else:
+        lines.append(
+            f"Run {time.strftime('%Y-%m-%d %H:%M')}, {info['cores']} CPU cores, no GPU; wall "
+            f"time {info['wall_s'] / 60:.1f} min (CPU time {info.get('cpu_s', math.nan) / 60:.1f} "
+            f"min); load average (1/5/15 min) at start {ls[0]:.2f}/{ls[1]:.2f}/{ls[2]:.2f}, at end "
+            f"{le[0]:.2f}/{le[1]:.2f}/{le[2]:.2f} (a load above the core count inflates every "
+            "timing and shrinks what the time budgets buy).  "
+        )  # fmt: skip
+    lines += [
         f"Seed {info['seed']}{' — QUICK run (reduced budgets)' if info.get('quick') else ''}. "
         "Protocol: `benchmarks/quality/README.md` (PSNR = 10·log10(range(GT)²/MSE), float64, "
         "no clipping; PSNR@255 with the range fixed at 255; SI-PSNR after a least-squares "

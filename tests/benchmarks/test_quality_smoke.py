@@ -69,10 +69,13 @@ def test_table_on_a_crop(quality, fish_pair, tmp_path: Path) -> None:
     )
     md = paths[2].read_text()
     assert (
-        "| method | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score | budget | steps |"
+        "| method | images | PSNR (dB) | PSNR@255 | SSIM | SI-PSNR | s / unit | no-ref score | budget"
         in md
     )
     assert "No-reference ranking vs true PSNR" in md
     agree = report.ranking_agreement(rows)
     assert agree["overall"]["pairs"] == 10  # 5 scored methods → 10 pairs on one image
     assert 0 <= agree["overall"]["agree"] <= 10
+    # the CSV round-trips (what --merge re-renders from)
+    again = report.read_csv(paths[0])
+    assert report.ranking_agreement(again)["overall"]["agree"] == agree["overall"]["agree"]
