@@ -159,6 +159,18 @@ def noise_fit(item: Item, ctx: Context) -> dict[str, Any]:
     return ctx._noise[key]
 
 
+def positive_gain(fit: dict[str, Any], floor: float = 1e-3) -> dict[str, Any]:
+    """``fit`` with its gain raised to ``floor`` when the estimate is not positive.
+
+    Signal-independent noise (BSD68's Gaussian σ = 25) fits a gain ≤ 0, which PN2V's
+    Poisson-Gaussian noise model refuses; a tiny gain with ``read_var`` = the fitted intercept
+    is the Gaussian model the data show.
+    """
+    if fit["gain"] > 0:
+        return fit
+    return {**fit, "gain": floor, "read_var": max(float(fit["intercept"]), 1e-12), "offset": 0.0}
+
+
 def gt_noise_fit(item: Item) -> dict[str, Any]:
     """Poisson-Gaussian line fitted to the residual ``noisy − GT`` (an oracle noise model).
 
@@ -354,7 +366,7 @@ def _run_optional(
         kwargs["progress"] = False
     for key in ("noise_model", "noise_params"):
         if key in params:
-            kwargs[key] = noise_fit(item, ctx)
+            kwargs[key] = positive_gain(noise_fit(item, ctx))
     t0 = time.perf_counter()
     fn(store, store.parent / method, train_config(budget, ctx), **kwargs)
     train_s = time.perf_counter() - t0
