@@ -34,11 +34,11 @@ from denoise.noise.base import NoiseModelBase, gaussian_log_prob
 
 log = logging.getLogger(__name__)
 
-N_GAUSSIANS = 3
+N_GAUSSIANS = 5
 DEGREE = 2
 #: L-BFGS iterations of the fit, and the pairs it uses at most (a fixed random subset).
-FIT_STEPS = 200
-FIT_PAIRS = 200_000
+FIT_STEPS = 100
+FIT_PAIRS = 100_000
 
 
 def _softplus_inv(y: float) -> float:
@@ -155,7 +155,7 @@ class GMMNoiseModel(NoiseModelBase):
         quantum, clip_low, clip_high
             Recording conventions of ``x``.
         min_var
-            Variance floor; default ``max(quantum², 1e-6 · var(x − s))``.
+            Variance floor; default ``max((0.1 · quantum)², 1e-6 · var(x − s))``.
         steps
             L-BFGS iterations (strong-Wolfe line search, full batch).
         max_pairs
@@ -176,7 +176,9 @@ class GMMNoiseModel(NoiseModelBase):
             s_high = s_low + 1.0
         scale = float(np.std(x - s)) or 1.0
         if min_var is None:
-            min_var = max(quantum * quantum, 1e-6 * scale * scale)
+            # Quantised data: interval probabilities stay ≤ 1, so a component may be much
+            # narrower than the rounding step (one "spike" value, e.g. a black level).
+            min_var = max((0.1 * quantum) ** 2, 1e-6 * scale * scale)
         init = _initial_coeffs(x, s, s_low, s_high, scale, min_var, n_gaussians, degree, seed)
         model = cls(init, s_low, s_high, scale, min_var, quantum, clip_low, clip_high)
         if x.size > max_pairs:

@@ -1,0 +1,625 @@
+"""Probabilistic Noise2Void (Krull, Vičar, Prakash, Lalit, Jug 2020): training objective and predictor.
+
+The U-Net outputs ``K`` values per pixel, read as samples ``s^k`` of the prior of the clean
+signal given the pixel's surroundings.  With a noise model ``p(x | s)``
+(:mod:`denoise.noise.base`):
+
+* training (blind-spot masking as in N2V, shared loop :func:`denoise.methods.n2v.train_n2v`)
+  minimises, over the masked pixels, ``−log((1/K) Σ_k p(x_i | s_i^k))``, computed in RAW units
+  (samples and target de-normalised with the channel's mean/std) with ``logsumexp``;
+* prediction (no masking) weighs the samples by the likelihood of the observed value:
+  ``MMSE = Σ_k p(x|s^k) s^k / Σ_k p(x|s^k)``, and the posterior standard deviation
+  ``sqrt(Σ_k p(x|s^k) (s^k − MMSE)² / Σ_k p(x|s^k))`` is written as a second output
+  (``"uncertainty"``), an uncertainty map in raw units.
+
+Memory at prediction is bounded for any ``K``: the network body runs once per batch of
+tiles, then the 1×1 output layer is applied ``k_chunk`` samples at a time and the weighted
+sums are accumulated with a running maximum (a streaming log-sum-exp), so at most
+``k_chunk`` sample maps of one tile are held.  Every step is per pixel, so tiled output equals
+whole-image output exactly as for N2V (same halo and lattice).
+
+Choices the paper leaves open, written down:
+
+* Sample spread: the loss sees ``s_k = ō + α·(o_k − ō)`` of the output channels ``o_k``, with a
+  learnt global factor ``α`` starting at 0.1, so training starts from nearly coincident samples
+  (:class:`PN2VObjective`; measured on FMD confocal data, much faster to train than the plain
+  parametrisation at CPU budgets).  The predictor folds ``α`` into the output layer.
+* Prior calibration: after training, one spread factor per intensity level is fitted on
+  blind-spot pixels with the same likelihood score (:func:`calibrate_prior`); no ground truth.
+* The loss is averaged over masked pixels; the validation score is the same negative
+  log-likelihood.
+* A store with several channels is refused: the shared loop binds one channel's
+  normalisation, and each channel has its own noise model, so train one model per channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from denoise.config import PredictConfig, TrainConfig
+from denoise.noise.base import (
+    NoiseModelBase,
+    load_noise_model,
+    noise_model_from_dict,
+    recording_conventions,
+)
+
+log = logging.getLogger(__name__)
+
+#: Initial sample-spread factor α (see :class:`PN2VObjective`).
+SPREAD = 0.1
+#: α = exp(SPREAD_RATE · γ): Adam moves γ by about the learning rate per step, so log α moves
+#: SPREAD_RATE times faster than a network weight (the one global spread can adapt within a
+#: short training run).
+SPREAD_RATE = 10.0
+#: Prior calibration after training: masked patches (batches of ``cfg.batch_size``), the
+#: fraction of their pixels masked, and the equal-count bins of the prior mean.
+CALIBRATION_BATCHES = 16
+CALIBRATION_MASK = 0.05
+CALIBRATION_BINS = 16
+#: Range the calibration factors are clipped to.
+CALIBRATION_LIMITS = (0.2, 5.0)
+#: Factors tried (log-spaced over CALIBRATION_LIMITS).
+CALIBRATION_GRID = 13
+#: Bytes of sample maps (and their temporaries) one chunk of the posterior may hold.
+CHUNK_BYTES = 256 * 2**20
+#: Temporaries per sample value while the posterior of a chunk is computed (measured rough
+#: upper bound: samples, log-likelihoods, weights, products, gather indices).
+_TEMPS = 8
+
+
+class PN2VObjective:
+    """PN2V loss for :func:`denoise.methods.n2v.train_n2v` (the ``Objective`` protocol).
+
+    Sample spread: the samples are ``s_k = ō + α · (o_k − ō)`` of the network's ``K`` output
+    channels ``o_k`` (``ō`` their mean), with a learnable spread factor ``α`` (parametrised
+    as ``exp(SPREAD_RATE · γ)``) that starts at ``spread`` (< 1).  The family of sample sets is unchanged (any ``α`` can be
+    absorbed in the output layer, which :class:`PN2VPredictor` does), but a freshly
+    initialised network then starts with nearly coincident samples that move together like an
+    N2V prediction, and spread out where the likelihood asks for it.  Starting from the
+    default initialisation instead (independent samples spread over much of the intensity
+    range) takes many more steps to contract, mostly in dark regions where the likelihood is
+    flat over a wide range of ``s`` (measured on FMD confocal data; see
+    ``benchmarks/pn2v_fmd.py``).  ``spread = 1`` and ``learn_spread = False`` give the
+    paper's plain parametrisation.
+
+    Parameters
+    ----------
+    noise_model
+        ``log p(x | s)`` of the channel being trained (raw units).
+    samples
+        K, the samples the network outputs per pixel.
+    spread
+        Initial ``α``.
+    learn_spread
+        Train ``γ = log α`` with the network (else ``α`` stays fixed).
+    """
+
+    name = "pn2v"
+
+    def __init__(
+        self,
+        noise_model: NoiseModelBase,
+        samples: int,
+        spread: float = SPREAD,
+        learn_spread: bool = True,
+    ) -> None:
+        if samples < 1:
+            raise ValueError(f"PN2V needs at least one sample per pixel, got {samples}")
+        if not spread > 0:
+            raise ValueError(f"PN2V sample spread must be > 0, got {spread}")
+        self.noise_model = noise_model
+        self.out_channels = int(samples)
+        self.mean, self.std = 0.0, 1.0
+        self.log_spread = torch.nn.Parameter(
+            torch.tensor(math.log(spread) / SPREAD_RATE), requires_grad=learn_spread
+        )
+        self.learn_spread = learn_spread
+
+    def bind(self, mean: float, std: float, device: torch.device) -> None:
+        """Keep the normalisation (raw = norm·std + mean) and move the noise model to ``device``."""
+        self.mean, self.std = float(mean), float(std)
+        self.noise_model.to(device)
+        self.log_spread.data = self.log_spread.data.to(device)
+
+    def extra_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.log_spread] if self.learn_spread else []
+
+    def samples(self, out: torch.Tensor) -> torch.Tensor:
+        """Samples (normalised units) from the network output ``(N, K, ...)``."""
+        centre = out.mean(dim=1, keepdim=True)
+        return centre + self.spread() * (out - centre)
+
+    def spread(self) -> torch.Tensor:
+        """The current spread factor α."""
+        return torch.exp(SPREAD_RATE * self.log_spread)
+
+    def _nll(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-masked-pixel ``−log mean_k p(x | s_k)``, shape ``(M,)``."""
+        m = mask[:, 0]
+        s = self.samples(out.float()).movedim(1, -1)[m] * self.std + self.mean  # (M, K) raw
+        x = target[:, 0][m].float() * self.std + self.mean  # (M,) raw
+        lp = self.noise_model.log_prob(x[:, None], s)
+        return math.log(s.shape[1]) - torch.logsumexp(lp, dim=1)
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over masked pixels of ``−log((1/K) Σ_k p(x | s_k))``."""
+        return self._nll(out, target, mask).mean()
+
+    def val_terms(
+        self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[float, int]:
+        """(sum, count) of the same negative log-likelihood."""
+        nll = self._nll(out, target, mask)
+        return float(nll.double().sum()), int(nll.numel())
+
+    def state(self) -> dict[str, Any]:
+        return {"log_spread": self.log_spread.detach().cpu().clone()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the spread factor."""
+        if "log_spread" in state:
+            with torch.no_grad():
+                self.log_spread.copy_(state["log_spread"].to(self.log_spread.device))
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "samples": self.out_channels,
+            "spread": float(self.spread().detach().cpu()),
+            "noise_model": self.noise_model.to_dict(),
+        }
+
+
+def as_noise_model(
+    noise_model: NoiseModelBase | list[NoiseModelBase] | dict[str, Any] | str | Path,
+    dtype: np.dtype | str | None = None,
+) -> NoiseModelBase:
+    """One channel's noise model from a model, a one-element list, a JSON dict or a JSON file.
+
+    A Poisson-Gaussian estimate without recording conventions (the estimator's result) gets
+    them from ``dtype`` (integer data: quantum 1, censored at the dtype's limits).
+    """
+    if isinstance(noise_model, list | tuple):
+        if len(noise_model) != 1:
+            raise ValueError(
+                f"PN2V trains one channel at a time; got {len(noise_model)} noise models"
+            )
+        noise_model = noise_model[0]
+    if isinstance(noise_model, NoiseModelBase):
+        return noise_model
+    if isinstance(noise_model, str | Path):
+        return load_noise_model(noise_model)
+    data = dict(noise_model)
+    if "channels" in data and len(data["channels"]) != 1:
+        raise ValueError(
+            f"PN2V trains one channel at a time; the noise model has {len(data['channels'])} channels"
+        )
+    if "channels" in data:
+        data = dict(data["channels"][0])
+    if data.get("kind", "poisson_gaussian") == "poisson_gaussian" and "quantum" not in data:
+        if dtype is not None:
+            data.update(recording_conventions(dtype))
+    return noise_model_from_dict(data)
+
+
+def train_pn2v(
+    store: str | Path,
+    model_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    noise_model: NoiseModelBase | list[NoiseModelBase] | dict[str, Any] | str | Path,
+    fingerprint: str = "",
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+    spread: float = SPREAD,
+    learn_spread: bool = True,
+    calibrate: bool = True,
+) -> dict[str, Any]:
+    """Train PN2V on ``store`` (one channel) with ``cfg.pn2v_samples`` samples per pixel.
+
+    Parameters
+    ----------
+    store, model_dir, cfg, seed, fingerprint, progress, stop_after_epochs
+        As for :func:`denoise.methods.n2v.train_n2v` (same loop, checkpoints and budgets).
+    noise_model
+        The channel's noise model (:func:`denoise.noise.calibration.fit_noise_model`), its
+        JSON dict or file, or a Poisson-Gaussian estimate.
+    spread, learn_spread
+        Initial sample-spread factor and whether it is learnt (:class:`PN2VObjective`).
+    calibrate
+        Calibrate the prior's spread per intensity level on blind-spot pixels after training
+        (:func:`calibrate_prior`); the factors are stored with the model.
+
+    Returns
+    -------
+    dict
+        ``train_n2v``'s summary plus ``samples`` and ``noise_model`` (its kind).  The model
+        directory's metadata holds ``objective = {"name": "pn2v", "samples": K,
+        "noise_model": {...}}`` for :class:`PN2VPredictor`.
+    """
+    from denoise.io.omezarr import open_image
+    from denoise.methods.n2v import train_n2v
+
+    arr, axes = open_image(store)
+    if "c" in axes and arr.shape[axes.index("c")] > 1:
+        raise ValueError(
+            f"{store}: PN2V trains one channel at a time (the store has "
+            f"{arr.shape[axes.index('c')]} channels, each with its own noise model); "
+            "split the channels into separate datasets"
+        )
+    model = as_noise_model(noise_model, arr.dtype)
+    objective = PN2VObjective(model, cfg.pn2v_samples, spread, learn_spread)
+    summary = train_n2v(
+        store,
+        model_dir,
+        cfg,
+        seed,
+        fingerprint=fingerprint,
+        progress=progress,
+        stop_after_epochs=stop_after_epochs,
+        objective=objective,
+    )
+    out = {
+        **summary,
+        "samples": cfg.pn2v_samples,
+        "spread": objective.meta()["spread"],
+        "noise_model": model.kind,
+    }
+    if calibrate:
+        cal = calibrate_prior(model_dir, store, cfg, seed, model)
+        out["sha256"] = cal.pop("sha256")
+        out["calibration"] = cal
+    return out
+
+
+def _prior_samples(
+    model: torch.nn.Module, x: torch.Tensor, spread: float, mean: float, std: float
+) -> torch.Tensor:
+    """Raw-unit samples ``(N, K, *spatial)`` of a trained model on normalised input."""
+    out = model(x)
+    centre = out.mean(dim=1, keepdim=True)
+    return (centre + spread * (out - centre)) * std + mean
+
+
+def calibrate_prior(
+    model_dir: str | Path,
+    store: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    noise_model: NoiseModelBase,
+) -> dict[str, Any]:
+    """Calibrate the spread of the prior samples per intensity level, without ground truth.
+
+    On blind-spot pixels (masked as in training, so the network does not see ``x``), the
+    samples of each pixel are rescaled around their mean ``m`` by a factor ``f`` and scored
+    with the training loss, the held-out ``−log mean_k p(x | m + f·(s_k − m))``.  In
+    equal-count bins of ``m``, the ``f`` on a log grid over :data:`CALIBRATION_LIMITS` with the
+    lowest mean score is kept (then a running median over three bins); the predictor
+    interpolates ``f`` linearly in ``m``.  A short training run leaves the prior too wide in
+    some intensity ranges and too narrow in others (the loss is nearly flat in the prior's
+    width where the noise dominates, so training corrects it slowly); the width then gives
+    the likelihood too much or too little weight in the MMSE.  This is a proper-scoring-rule
+    fit of one number per intensity bin on pixels the network did not see, so it needs no
+    ground truth.  The model files are rewritten with ``objective.calibration``.
+
+    Returns
+    -------
+    dict
+        ``levels``, ``factors``, ``pixels`` and the new ``sha256`` of model.pt.
+    """
+    from denoise.methods.masking import mask_batch
+    from denoise.methods.patches import PatchSampler
+    from denoise.models.store import load_model, save_model
+
+    model, meta = load_model(model_dir)
+    objective = dict(meta["objective"])
+    spread = float(objective.get("spread", 1.0))
+    mean, std = float(meta["norm"]["mean"][0]), float(meta["norm"]["std"][0])
+    sampler = PatchSampler(
+        store, cfg.patch_size, cfg.patch_size_z, model.multiple, cfg.dims, norm=meta["norm"]
+    )
+    bs = cfg.batch_size_3d if sampler.ndim == 3 else cfg.batch_size
+    rng = np.random.default_rng([seed % 2**63, 3])
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    samples, xs = [], []
+    with torch.inference_mode():
+        for _ in range(CALIBRATION_BATCHES):
+            clean = torch.from_numpy(sampler.sample(rng, bs))
+            mb = mask_batch(clean, CALIBRATION_MASK, cfg.neighbourhood, False, gen)
+            s = _prior_samples(model, mb.masked, spread, mean, std)
+            samples.append(s.movedim(1, -1)[mb.mask[:, 0]])  # (n, K) raw
+            xs.append(clean[:, 0][mb.mask[:, 0]] * std + mean)
+        sk = torch.cat(samples)
+        x = torch.cat(xs)
+        m = sk.mean(dim=1)
+        grid = np.exp(
+            np.linspace(
+                math.log(CALIBRATION_LIMITS[0]), math.log(CALIBRATION_LIMITS[1]), CALIBRATION_GRID
+            )
+        )
+        nll = np.empty((grid.size, x.numel()))
+        for j, f in enumerate(grid):
+            lp = noise_model.log_prob(x[:, None], m[:, None] + float(f) * (sk - m[:, None]))
+            nll[j] = (-torch.logsumexp(lp, dim=1)).double().numpy()
+    m_np = m.double().numpy()
+    order = np.argsort(m_np, kind="stable")
+    groups = [g for g in np.array_split(order, CALIBRATION_BINS) if g.size]
+    levels = [float(m_np[g].mean()) for g in groups]
+    raw_factors = [math.log(grid[int(np.argmin(nll[:, g].mean(axis=1)))]) for g in groups]
+    # A running median over three bins (in log) keeps one noisy bin from setting its range.
+    padded = [raw_factors[0], *raw_factors, raw_factors[-1]]
+    factors = [float(math.exp(np.median(padded[i : i + 3]))) for i in range(len(raw_factors))]
+    pixels = int(x.numel())
+    objective["calibration"] = {"levels": levels, "factors": factors}
+    new_meta = {k: val for k, val in meta.items() if k not in ("sha256", "halo", "multiple")}
+    new_meta["objective"] = objective
+    info = save_model(model_dir, model, new_meta)
+    log.info(
+        "PN2V prior calibrated on %d blind-spot pixels: factors %s at levels %s",
+        pixels,
+        np.round(factors, 2).tolist(),
+        np.round(levels, 3).tolist(),
+    )
+    return {"levels": levels, "factors": factors, "pixels": pixels, "sha256": info["sha256"]}
+
+
+def unet_features(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    buffers: dict[int, torch.Tensor] | None = None,
+    fused: bool = False,
+) -> torch.Tensor:
+    """The ``UNet`` forward pass without its 1×1 output layer (``model.head``).
+
+    ``fused`` uses :func:`denoise.predict.network.upsample_concat` in the decoder (what
+    :class:`~denoise.predict.network.NetworkPredictor` runs on the CPU), else the module's own
+    upsample + concatenation.
+    """
+    from denoise.predict.network import upsample_concat
+
+    skips = []
+    for block, pool in zip(model.down, model.pools, strict=True):
+        x = block(x)
+        skips.append(x)
+        x = pool(x)
+    x = model.bottom(x)
+    for level, block in zip(reversed(range(model.depth)), model.up, strict=True):
+        skip = None if (model.n2v2 and level == 0) else skips[level]
+        if fused:
+            x = block(upsample_concat(x, skip, buffers))
+        else:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = block(x if skip is None else torch.cat([x, skip], dim=1))
+    return x
+
+
+def posterior_moments(
+    samples: torch.Tensor, x: torch.Tensor, noise_model: NoiseModelBase
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MMSE and posterior std from all samples at once (reference for the chunked predictor).
+
+    Parameters
+    ----------
+    samples
+        ``(K, *shape)`` prior samples in raw units.
+    x
+        ``(*shape)`` observed values in raw units.
+    """
+    acc = _Accumulator(x)
+    acc.add(samples, noise_model.log_prob(x[None], samples))
+    return acc.result()
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation (``np.interp``: constant beyond the ends) in torch."""
+    if xp.numel() == 1:
+        return torch.full_like(x, float(fp[0]))
+    i = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.numel() - 1)
+    x0, x1 = xp[i - 1], xp[i]
+    t = ((x - x0) / (x1 - x0).clamp(min=1e-12)).clamp(0.0, 1.0)
+    return fp[i - 1] + t * (fp[i] - fp[i - 1])
+
+
+class _Accumulator:
+    """Streaming likelihood-weighted mean and variance over sample chunks (log-sum-exp)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.m = torch.full_like(x, -math.inf)
+        self.a = torch.zeros_like(x)
+        self.b = torch.zeros_like(x)
+        self.c = torch.zeros_like(x)
+
+    def add(self, s: torch.Tensor, logp: torch.Tensor) -> None:
+        logp = torch.nan_to_num(logp, nan=-1e30, neginf=-1e30)
+        new_m = torch.maximum(self.m, logp.amax(dim=0))
+        keep = torch.exp(self.m - new_m)
+        w = torch.exp(logp - new_m)
+        d = s - self.x  # residuals around x: no cancellation in the variance
+        self.a = self.a * keep + w.sum(dim=0)
+        self.b = self.b * keep + (w * d).sum(dim=0)
+        self.c = self.c * keep + (w * d * d).sum(dim=0)
+        self.m = new_m
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean_d = self.b / self.a
+        var = (self.c / self.a - mean_d * mean_d).clamp(min=0.0)
+        return self.x + mean_d, torch.sqrt(var)
+
+
+class PN2VPredictor:
+    """TiledPredictor for a PN2V model: outputs ``("denoised", "uncertainty")`` in raw units.
+
+    Wraps a :class:`~denoise.predict.network.NetworkPredictor` (its halo, lattice multiple,
+    device, normalisation and fast CPU decoder are reused unchanged) and replaces the output
+    step by the posterior over the ``K`` samples (module docstring).  The learnt spread
+    factor is folded into the output layer; the prior calibration (:func:`calibrate_prior`),
+    when the model has one, rescales each pixel's samples around their mean.
+
+    Parameters
+    ----------
+    model, meta, cfg
+        As for ``NetworkPredictor``; ``meta["objective"]`` holds ``samples``, ``spread``,
+        ``noise_model`` and optionally ``calibration`` (written by :func:`train_pn2v`).
+    noise_model
+        Overrides the model's stored noise model (e.g. a recalibrated one).
+    chunk_bytes
+        Memory allowed for one chunk of sample maps (sets ``k_chunk`` per tile size).
+    """
+
+    output_names: tuple[str, ...] = ("denoised", "uncertainty")
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: dict[str, Any],
+        cfg: PredictConfig,
+        noise_model: NoiseModelBase | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        from denoise.predict.network import NetworkPredictor
+
+        objective = meta.get("objective") or {}
+        if noise_model is None:
+            if "noise_model" not in objective:
+                raise ValueError(
+                    "this model has no PN2V noise model in its metadata (meta['objective']); "
+                    "was it trained with method pn2v?"
+                )
+            noise_model = noise_model_from_dict(objective["noise_model"])
+        self.net = NetworkPredictor(model, meta, cfg)
+        self.ndim, self.halo, self.multiple = self.net.ndim, self.net.halo, self.net.multiple
+        self.receptive_field = self.net.receptive_field
+        self.samples = int(model.head.out_channels)
+        self.spread = float(objective.get("spread", 1.0))
+        self.noise_model = noise_model.to(self.net.device)
+        self.chunk_bytes = int(chunk_bytes)
+        self.checksum = self.net.checksum
+        # s_k = ō + α(o_k − ō) is linear in the features: fold it into the 1×1 output layer.
+        head = model.head
+        w = head.weight.detach().float().to(self.net.device)
+        b = (
+            head.bias.detach().float().to(self.net.device)
+            if head.bias is not None
+            else torch.zeros(w.shape[0], device=self.net.device)
+        )
+        self.weight = w.mean(0, keepdim=True) + self.spread * (w - w.mean(0, keepdim=True))
+        self.bias = b.mean() + self.spread * (b - b.mean())
+        cal = objective.get("calibration")
+        self.calibration: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cal:
+            self.calibration = (
+                torch.tensor(cal["levels"], dtype=torch.float32, device=self.net.device),
+                torch.tensor(cal["factors"], dtype=torch.float32, device=self.net.device),
+            )
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, cfg: PredictConfig) -> PN2VPredictor:
+        """Load ``MODEL_DIR`` (``denoise.models.store.load_model``) and wrap it."""
+        from denoise.models.store import load_model
+
+        model, meta = load_model(model_dir)
+        return cls(model, meta, cfg)
+
+    def k_chunk(self, pixels: int) -> int:
+        """Samples per chunk for a tile of ``pixels`` pixels."""
+        return max(1, min(self.samples, self.chunk_bytes // max(1, pixels * 4 * _TEMPS)))
+
+    def _features(self, x: np.ndarray) -> torch.Tensor:
+        """Network body on normalised tiles ``(N, *spatial)`` -> ``(N, F, *spatial)``."""
+        net = self.net
+        t = torch.from_numpy(x)[:, None].to(net.device)
+        if net.channels_last:
+            t = t.contiguous(
+                memory_format=torch.channels_last if self.ndim == 2 else torch.channels_last_3d
+            )
+        low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(net.precision)
+        with (
+            torch.inference_mode(),
+            torch.autocast(net.device.type, dtype=low or torch.float32, enabled=low is not None),
+        ):
+            return unet_features(net.model, t, net._buffers(), net.fused).float()
+
+    def __call__(self, tiles: np.ndarray, channel: int = 0) -> np.ndarray:
+        """MMSE estimate and posterior std of a batch of tiles.
+
+        Parameters
+        ----------
+        tiles
+            ``(N, *spatial)`` raw intensities.
+        channel
+            Channel (``c`` index) of the tiles: selects the normalisation statistics.
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, 2, *spatial)`` float32: ``[:, 0]`` denoised (MMSE), ``[:, 1]`` uncertainty.
+        """
+        mean, std = self.net._norm(channel)
+        raw = np.asarray(tiles, dtype=np.float32)
+        if channel < len(self.net.constant) and self.net.constant[channel]:
+            return np.stack([raw, np.zeros_like(raw)], axis=1)
+        feats = self._features(np.ascontiguousarray((raw - mean) / std))
+        weight, bias = self.weight, self.bias
+        conv = F.conv2d if self.ndim == 2 else F.conv3d
+        out = np.empty((raw.shape[0], 2, *raw.shape[1:]), dtype=np.float32)
+        kc = self.k_chunk(int(np.prod(raw.shape[1:])))
+        with torch.inference_mode():
+            for i in range(raw.shape[0]):
+                feat = feats[i : i + 1]
+                x = torch.from_numpy(raw[i]).to(self.net.device)
+                acc = _Accumulator(x)
+                factor = centre = None
+                if self.calibration is not None:
+                    # The prior mean is linear in the features: one extra 1×1 convolution.
+                    w_mean = weight.mean(0, keepdim=True)
+                    centre = conv(feat, w_mean, bias.mean().reshape(1))[0]
+                    centre = centre * float(std) + float(mean)
+                    factor = _interp(centre, *self.calibration)
+                for k0 in range(0, self.samples, kc):
+                    k1 = min(self.samples, k0 + kc)
+                    s = conv(feat, weight[k0:k1], bias[k0:k1])[0]
+                    s = s * float(std) + float(mean)
+                    if factor is not None:
+                        s = centre + factor * (s - centre)
+                    acc.add(s, self.noise_model.log_prob(x[None], s))
+                mmse, sd = acc.result()
+                out[i, 0] = mmse.cpu().numpy()
+                out[i, 1] = sd.cpu().numpy()
+        return out
+
+    def predict_image(self, image: np.ndarray, channel: int = 0) -> np.ndarray:
+        """Whole-image prediction ``(*spatial)`` -> ``(2, *spatial)`` (reflect padding by the halo).
+
+        The same convention as :func:`denoise.models.store.predict_whole`, so tiled output
+        through the runner equals this.
+        """
+        from denoise.models.store import pad_widths
+
+        img = np.asarray(image, dtype=np.float32)
+        if img.ndim != self.ndim:
+            raise ValueError(f"expected a {self.ndim}D image, got shape {img.shape}")
+        widths = pad_widths(img.shape, self.halo, self.multiple)
+        padded = np.pad(img, widths, mode="reflect")
+        y = self(padded[None], channel)[0]
+        crop = tuple(slice(a, a + n) for (a, _), n in zip(widths, img.shape, strict=True))
+        return y[(slice(None), *crop)]
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance of the predictor (JSON-serialisable)."""
+        return {
+            **self.net.describe(),
+            "class": type(self).__name__,
+            "samples": self.samples,
+            "spread": self.spread,
+            "calibrated": self.calibration is not None,
+            "noise_model": self.noise_model.kind,
+        }
