@@ -170,6 +170,10 @@ class Noise2FastNet(nn.Module):
         return torch.sigmoid(self.logits(x))
 
 
+def _adam_step(moments: dict[str, dict[str, torch.Tensor]]) -> float:
+    return float(next(iter(moments.values()))["step"])
+
+
 def _take_groups(t: torch.Tensor, groups: int, keep: Sequence[int]) -> torch.Tensor:
     """Rows of the networks ``keep`` from a grouped parameter (or Adam moment) tensor."""
     return t.unflatten(0, (groups, -1))[list(keep)].flatten(0, 1).contiguous()
@@ -244,7 +248,7 @@ def _train(
     patience: int,
     max_steps: int,
     validate_every: int,
-    init_states: Sequence[dict[str, torch.Tensor] | None],
+    init_states: Sequence[dict[str, Any] | None],
     learning_rate: float,
     widths: Sequence[int],
     batch_pairs: bool,
@@ -276,16 +280,26 @@ def _train(
     red = (0, *range(2, x.ndim))  # per-network means: over the batch and the spatial axes
 
     net = Noise2FastNet(ndim, widths, groups)
-    parts = []
+    parts, moments = [], []
     for seed, init in zip(seeds, init_states, strict=True):
         torch.manual_seed(seed)
         one = Noise2FastNet(ndim, widths)
         if init is not None:
-            one.load_state_dict(init)
+            one.load_state_dict(init.get("model", init))
         parts.append(one.state_dict())
+        moments.append(init.get("adam") if init is not None else None)
     net.load_state_dict({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
     net = net.to(device=dev, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
+    if all(m is not None for m in moments) and len({_adam_step(m) for m in moments}) == 1:
+        # Warm start with the previous run's Adam moments: training continues smoothly
+        # instead of restarting with bias-corrected unit-size steps.
+        for name, prm in net.named_parameters():
+            opt.state[prm] = {
+                "step": moments[0][name]["step"].clone(),
+                "exp_avg": torch.cat([m[name]["exp_avg"] for m in moments]).to(dev),
+                "exp_avg_sq": torch.cat([m[name]["exp_avg_sq"] for m in moments]).to(dev),
+            }
     pick = np.random.default_rng(seeds[0])
     cuda = dev.type == "cuda"
     if train_dtype not in ("float32", "bfloat16"):
@@ -304,12 +318,21 @@ def _train(
     def finish(j: int, step: int, reason: str) -> None:
         g, tr = active[j], trackers[active[j]]
         assert tr.acc is not None
-        state = {k: _take_groups(v, len(active), [j]).detach().to("cpu", copy=True)
+        n = len(active)
+        state = {k: _take_groups(v, n, [j]).detach().to("cpu", copy=True)
                  for k, v in net.state_dict().items()}
+        adam = {}
+        for name, prm in net.named_parameters():
+            st = opt.state.get(prm)
+            if st:
+                adam[name] = {"step": st["step"].detach().to("cpu", copy=True),
+                              **{m: _take_groups(st[m], n, [j]).detach().to("cpu", copy=True)
+                                 for m in ("exp_avg", "exp_avg_sq")}}
         results[g] = (tr.acc / tr.n, {
             "steps": step, "stop_reason": reason, "best_step": tr.best_step,
             "best_score": tr.best, "averaged": tr.n, "scores": tr.scores,
             "learning_rate": learning_rate, "state_dict": state,
+            "warm_state": {"model": state, "adam": adam or None},
             "train_seconds": time.perf_counter() - t0, "validate_seconds": timing["validate"],
         })
 
@@ -408,7 +431,7 @@ def _denoise(
     ndim: int,
     *,
     seeds: Sequence[int],
-    init_states: Sequence[dict[str, torch.Tensor] | None],
+    init_states: Sequence[dict[str, Any] | None],
     device: str | torch.device,
     label: str,
     **kwargs: Any,
@@ -426,7 +449,8 @@ def _denoise(
     for g, (_, _, rng) in enumerate(scaled):
         if rng == 0:
             out[g] = images[g]
-            infos[g] = {"steps": 0, "stop_reason": "constant_input", "state_dict": init_states[g],
+            infos[g] = {"steps": 0, "stop_reason": "constant_input", "warm_state": init_states[g],
+                        "state_dict": None if init_states[g] is None else init_states[g].get("model", init_states[g]),
                         "fallback": False, "best_step": 0, "averaged": 0, "scores": []}
         else:
             todo.append(g)
@@ -470,7 +494,7 @@ def denoise_plane(
     patience: int = 6,
     max_steps: int = 4000,
     validate_every: int = 16,
-    init_state: dict[str, torch.Tensor] | None = None,
+    init_state: dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     learning_rate: float = LEARNING_RATE,
     widths: Sequence[int] = RELEASED_WIDTHS,
@@ -494,10 +518,11 @@ def denoise_plane(
     validate_every
         Optimiser steps between validations on the full plane.
     init_state
-        Weights to start from (warm start, e.g. the previous time frame's ``info["state_dict"]``);
-        ``None`` starts from random weights.  With a warm start the initial weights are
-        validated too, so a frame the inherited weights already denoise well stops after
-        ``patience`` validations.
+        Warm start, e.g. from the previous time frame: its ``info["warm_state"]`` (weights and
+        Adam moments, so training continues smoothly) or a bare ``info["state_dict"]``
+        (weights only, fresh Adam); ``None`` starts from random weights.  With a warm start
+        the initial weights are validated too, so a frame the inherited weights already
+        denoise well stops after ``patience`` validations.
     device
         Torch device (``"cpu"``, ``"cuda"``); on CUDA the validation runs in float16.
     learning_rate, widths, batch_pairs, channels_last
@@ -519,7 +544,8 @@ def denoise_plane(
     info : dict
         ``steps``, ``seconds``, ``stop_reason`` (``"patience"``, ``"max_steps"``,
         ``"constant_input"``), ``best_step``, ``scores`` (step, -MSE in [0, 1] units),
-        ``averaged``, ``fallback``, ``state_dict`` (final weights, CPU) and timings.
+        ``averaged``, ``fallback``, ``state_dict`` (final weights, CPU), ``warm_state``
+        (weights and Adam moments, for the next frame's ``init_state``) and timings.
     """
     out, infos = _denoise(
         np.asarray(image)[None], 2, seeds=[seed], init_states=[init_state], device=device,
@@ -538,7 +564,7 @@ def denoise_planes(
     patience: int = 6,
     max_steps: int = 4000,
     validate_every: int = 16,
-    init_states: Sequence[dict[str, torch.Tensor] | None] | None = None,
+    init_states: Sequence[dict[str, Any] | None] | None = None,
     device: str | torch.device = "cpu",
     learning_rate: float = LEARNING_RATE,
     widths: Sequence[int] = RELEASED_WIDTHS,
@@ -573,7 +599,7 @@ def denoise_volume(
     patience: int = 6,
     max_steps: int = 4000,
     validate_every: int = 16,
-    init_state: dict[str, torch.Tensor] | None = None,
+    init_state: dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     learning_rate: float = LEARNING_RATE,
     widths: Sequence[int] = RELEASED_WIDTHS,
@@ -661,10 +687,10 @@ class Noise2FastPredictor:
         self.device = _resolve_device(cfg.device)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        self._previous: dict[tuple[tuple[str, int], ...], tuple[int, dict[str, torch.Tensor]]] = {}
+        self._previous: dict[tuple[tuple[str, int], ...], tuple[int, dict[str, Any]]] = {}
         self.last_info: dict[str, Any] = {}
 
-    def _init(self, key: tuple[tuple[str, int], ...], t: int | None) -> dict[str, torch.Tensor] | None:
+    def _init(self, key: tuple[tuple[str, int], ...], t: int | None) -> dict[str, Any] | None:
         if not self.cfg.noise2fast_warm_start or t is None:
             return None
         prev = self._previous.get(key)
@@ -702,10 +728,10 @@ class Noise2FastPredictor:
             outs, infos = denoise_planes(planes, seeds=seeds, init_states=inits, **common)
         for key, init, info in zip(keys, inits, infos, strict=True):
             info["warm_started"] = init is not None
-            if cfg.noise2fast_warm_start and t is not None and info.get("state_dict") is not None:
-                self._previous[key] = (t, info["state_dict"])
+            if cfg.noise2fast_warm_start and t is not None and info.get("warm_state") is not None:
+                self._previous[key] = (t, info["warm_state"])
             else:
                 self._previous.pop(key, None)
-        self.last_info = {k: v for k, v in infos[0].items() if k != "state_dict"}
+        self.last_info = {k: v for k, v in infos[0].items() if k not in ("state_dict", "warm_state")}
         result = outs[0] if self.ndim == 2 or self.volume_3d else outs
         return result[None].astype(np.float32, copy=False)

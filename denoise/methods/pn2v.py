@@ -319,7 +319,8 @@ def calibrate_prior(
     from denoise.methods.patches import PatchSampler
     from denoise.models.store import load_model, save_model
 
-    model, meta = load_model(model_dir)
+    model, meta = load_model(model_dir)  # on the CPU, like the noise model from here on
+    noise_model.to("cpu")
     objective = dict(meta["objective"])
     spread = float(objective.get("spread", 1.0))
     mean, std = float(meta["norm"]["mean"][0]), float(meta["norm"]["std"][0])
