@@ -72,6 +72,24 @@ def gflop_per_mpix(model: nn.Module, ndim: int = 2, size: int = 64) -> float:
     return total / size**ndim * 1e6 / 1e9
 
 
+def careamics_speed(python: Path, size: int, threads: int) -> dict:
+    """Run ``careamics_predict_speed.py`` in the CAREamics venv; its ``RESULT`` dict."""
+    import subprocess
+    import sys
+
+    if not python.exists():
+        sys.exit(f"CAREamics python not found: {python} (install recipe: shared/peers.md)")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONNOUSERSITE": "1"}
+    env.pop("PYTHONPATH", None)
+    script = Path(__file__).with_name("careamics_predict_speed.py")
+    proc = subprocess.run([str(python), str(script), "--size", str(size), "--threads", str(threads),
+                           "--untiled"], capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.exit(f"CAREamics speed run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=2048)
@@ -82,6 +100,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--features", type=int, default=32)
     p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--careamics", type=Path, default=None, nargs="?", const=Path(".venv-careamics/bin/python"),
+                   help="also time CAREamics 0.3.5 tiled prediction (tile 256, overlap 48) with this "
+                        "python (default .venv-careamics/bin/python) and print our ratio to it")
     args = p.parse_args()
 
     from denoise.config import PredictConfig
@@ -144,7 +165,17 @@ def main() -> None:
               f"(target >= 0.60); stage MPix/s best {max(r['mpix_s'] for r in rows):.3f}")
         print(f"ratio to roofline (CPU time, meaningful with --threads 1): best {max(cpu_ratios):.2f}, "
               f"median {statistics.median(cpu_ratios):.2f}")
-        print("RESULT", json.dumps({"gflop_per_mpix": gpm, "rounds": rows, "args": vars(args)}, default=str))
+        peer = None
+        if args.careamics is not None:
+            peer = careamics_speed(args.careamics, args.size, torch.get_num_threads())
+            best = max(r["mpix_s"] for r in rows)
+            med = statistics.median(r["mpix_s"] for r in rows)
+            print(f"CAREamics 0.3.5 tiled (256, overlap 48): {peer['tiled_mpix_s']:.3f} MPix/s (best of "
+                  f"{len(peer['tiled_s'])}), untiled {peer.get('untiled_mpix_s', float('nan')):.3f}; ours / "
+                  f"CAREamics tiled: best {best / peer['tiled_mpix_s']:.2f}x, median "
+                  f"{med / peer['tiled_mpix_s']:.2f}x (target >= 2)")
+        print("RESULT", json.dumps({"gflop_per_mpix": gpm, "rounds": rows, "careamics": peer, "args": vars(args)},
+                                   default=str))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
