@@ -120,7 +120,7 @@ def part_b(args: argparse.Namespace) -> dict[str, Any]:
         # Frame 1 of the warm-started sequence is the same cold run (same seed, deterministic).
         warm = [indep[0]]
         for f in frames[1:]:
-            warm.append(_run(f, args, init=warm[-1][1]["state_dict"]))
+            warm.append(_run(f, args, init=warm[-1][1]["warm_state"]))
         row: dict[str, Any] = {"config": cfg}
         for label, runs in (("independent", indep), ("warm", warm)):
             row[label] = [
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=6)
     p.add_argument("--max-steps", type=int, default=4000)
     p.add_argument("--validate-every", type=int, default=16)
-    p.add_argument("--train-dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--train-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="auto (the product default): bfloat16 on CPUs with native support")
     p.add_argument("--single-pair", action="store_true", help="one random pair per step (authors)")
     p.add_argument("--reference-iterations", type=int, default=5,
                    help="iterations of the authors' configuration timed on fish (0: skip)")
