@@ -259,7 +259,7 @@ def noise_model_from_dict(data: dict[str, Any], channel: int = 0) -> NoiseModelB
     ``poisson_gaussian_likelihood`` JSON, and the Poisson-Gaussian estimator's result
     (``{"channels": [...]}`` or one channel's fit).
     """
-    if data.get("kind") == "channels" or ("channels" in data and "kind" not in data):
+    if isinstance(data.get("channels"), list):  # a per-channel file (its "kind" names the fit)
         chans = data["channels"]
         if not 0 <= channel < len(chans):
             raise ValueError(

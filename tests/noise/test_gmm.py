@@ -159,3 +159,12 @@ def test_gmm_bootstrap_uses_an_n2v_prediction_as_signal(tmp_path):
     assert isinstance(m, GMMNoiseModel) and m.quantum == 1.0 and m.clip_high == 65535.0
     with pytest.raises(ValueError, match="N2V"):
         fit_noise_model("gmm_bootstrap", store, cfg)
+    # The stage's file names the fit ("kind": "gmm_bootstrap") and holds one GMM per channel:
+    # PN2V training and prediction must load it.
+    from denoise.noise.base import noise_model_from_dict
+
+    stage_file = {"kind": "gmm_bootstrap", "channels": [m.to_dict()], "fingerprint": "f"}
+    again = noise_model_from_dict(stage_file)
+    assert isinstance(again, GMMNoiseModel)
+    xv, sv = torch.tensor([20.0, 31.0]), torch.tensor([25.0, 30.0])
+    assert torch.allclose(m.log_prob(xv, sv), again.log_prob(xv, sv))

@@ -88,7 +88,9 @@ def test_end_to_end_tiny(tmp_path):
     _sm(wd)
     res = wd / "results"
     assert (res / "report.html").stat().st_size > 10_000
-    for name in ("fish", "timelapse", "nuclei3d", "fish_gauss"):
+    # One row per method family: n2v, n2v2 (time-lapse), deconoising (3D), gaussian, pn2v with
+    # the N2V-bootstrapped GMM noise model, noise2fast (time-lapse, warm start).
+    for name in ("fish", "timelapse", "nuclei3d", "fish_gauss", "fish_pn2v", "timelapse_n2f"):
         store = res / name / "denoised.ome.zarr"
         omezarr.validate_store(store)
         arr, axes = omezarr.open_image(store)
@@ -99,6 +101,18 @@ def test_end_to_end_tiny(tmp_path):
     metrics = json.loads((res / "fish_gauss" / "metrics.json").read_text())
     flat = json.dumps(metrics)
     assert "psnr" in flat
+    # PN2V: its noise model came from the bootstrap N2V, its store has the uncertainty map.
+    assert (res / "fish_pn2v" / "bootstrap_n2v" / "model.json").exists()
+    nm = json.loads((res / "fish_pn2v" / "pn2v_noise_model.json").read_text())
+    assert "gmm" in json.dumps(nm).lower()
+    # The second outputs: PN2V's posterior std (>= 0) and DecoNoising's deconvolved image.
+    for name, extra in (("fish_pn2v", "uncertainty"), ("nuclei3d", "deconvolved")):
+        store = res / name / f"{extra}.ome.zarr"
+        omezarr.validate_store(store)
+        arr = omezarr.open_image(store)[0][:]
+        assert np.isfinite(arr).all(), f"{name}/{extra}"
+        if extra == "uncertainty":
+            assert arr.min() >= 0 and arr.max() > 0
     # A rerun does nothing.
     proc = _sm(wd, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
