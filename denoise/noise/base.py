@@ -304,6 +304,6 @@ def save_noise_models(models: list[NoiseModelBase], path: str | Path) -> None:
 def load_noise_models(path: str | Path) -> list[NoiseModelBase]:
     """Read every channel's model from a file written by :func:`save_noise_models` (or one model)."""
     data = json.loads(Path(path).read_text())
-    if data.get("kind") == "channels" or "channels" in data:
+    if isinstance(data.get("channels"), list):  # same test as noise_model_from_dict
         return [noise_model_from_dict(data, c) for c in range(len(data["channels"]))]
     return [noise_model_from_dict(data)]
