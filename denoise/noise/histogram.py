@@ -19,8 +19,14 @@ Choices the paper leaves open, written down:
   ``N(s, tail_sigma²)`` (``tail_sigma`` = 3 × the largest row std), so an ``x`` the calibration
   never showed at this ``s`` has a small, finite likelihood whose gradient still pulls the
   samples towards ``x`` (a pure histogram has zero gradient there).
-* ``s`` beyond the first/last row centre is clamped to it (the table has no information
-  there); only the tail term then depends on ``s``.
+* ``s`` beyond the first/last row centre (a calibration that did not reach the data's
+  brightest or darkest levels) reads the edge row shifted along ``x`` by the distance to it,
+  the same location-shift rule as the pooled rows, interpolated linearly between ``x`` bins so
+  that ``p`` stays differentiable in ``s``: the samples are still pulled towards ``x``, with
+  the edge row's noise shape.  (Clamping instead, as a plain table lookup does, leaves the
+  likelihood flat in ``s`` there, so PN2V gets no training signal for pixels brighter than
+  the calibration: FMD ``Confocal_BPAE_B`` frames reach 231 while the calibration pair's clean
+  image ends at 149.)
 """
 
 from __future__ import annotations
@@ -118,6 +124,7 @@ class HistogramNoiseModel(NoiseModelBase):
         dtype = s.dtype if s.is_floating_point() else torch.float32
         table = self.table.to(dtype)
         ix = torch.floor((x - self.x_first) / self.x_step + 0.5).clamp(0, self.n_x - 1).long()
+        s_last = self.s_first + (self.n_s - 1) * self.s_step
         fs = ((s - self.s_first) / self.s_step).clamp(0.0, self.n_s - 1.0)
         i0 = torch.floor(fs).clamp(max=self.n_s - 2).long()
         t = fs - i0.to(fs.dtype)
@@ -125,6 +132,21 @@ class HistogramNoiseModel(NoiseModelBase):
         p0 = flat[i0 * self.n_x + ix]
         p1 = flat[(i0 + 1) * self.n_x + ix]
         p = (1.0 - t) * p0 + t * p1
+        # Beyond the calibrated s range: the edge row shifted by the distance to its centre.
+        delta = s - s.clamp(self.s_first, s_last)
+        outside = delta != 0
+        if bool(outside.any()):
+            edge = torch.where(delta > 0, self.n_s - 1, 0)
+            pos = (x - delta - self.x_first) / self.x_step
+            j = torch.floor(pos)
+            u = pos - j
+            j = j.long()
+            q = torch.zeros_like(p)
+            for k, wk in ((j, 1.0 - u), (j + 1, u)):
+                ok = (k >= 0) & (k < self.n_x)
+                val = flat[edge * self.n_x + k.clamp(0, self.n_x - 1)]
+                q = q + torch.where(ok, wk * val, torch.zeros_like(val))
+            p = torch.where(outside, q, p)
         if self.tail_weight > 0:
             # log((1 − w)·p + w·N(x; s, σ²)) in log space: the Gaussian's log stays finite far
             # from every bin, where its density underflows.  where(p > 0, p, 1) keeps the

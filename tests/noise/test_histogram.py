@@ -89,6 +89,33 @@ def test_unseen_values_have_finite_likelihood_and_gradient(model):
     assert torch.isfinite(lp).all() and float(s.grad) > 0  # pulled towards x
 
 
+def test_signal_beyond_the_calibration_reads_the_shifted_edge_row():
+    """Data brighter than the calibration: p(x | s) keeps its location and its pull on s.
+
+    (A clamped lookup is flat in s beyond the last row, so PN2V gets no training signal for
+    pixels brighter than the calibration.)
+    """
+    x, s = _pairs(n=200_000, s_max=60)
+    m = HistogramNoiseModel.fit(x, s)
+    assert m.s_first + (m.n_s - 1) * m.s_step == pytest.approx(60.0)
+    grid = torch.arange(20.0, 240.0, 0.25)
+    for xv in (100.0, 140.0):
+        w = torch.softmax(m.log_prob(torch.tensor(xv), grid), 0)
+        assert float((w * grid).sum()) == pytest.approx(xv, abs=2.0)  # flat-prior mean of s
+        # At s = x the density is the edge row's peak, far above the wide tail term.
+        at_x = float(torch.exp(m.log_prob(torch.tensor(xv), torch.tensor(xv))))
+        edge_peak = float(m.table[-1].max())
+        assert at_x > 0.5 * edge_peak
+        for sv, sign in ((xv - 6.0, 1.0), (xv + 6.0, -1.0)):
+            st = torch.tensor(sv, requires_grad=True)
+            m.log_prob(torch.tensor(xv), st).backward()
+            assert float(st.grad) * sign > 0  # pulled towards x
+    # Below the first row likewise (shifted first row), and the in-range lookup is unchanged.
+    low = torch.arange(-60.0, 0.0, 0.25)
+    w = torch.softmax(m.log_prob(torch.tensor(-30.0), low), 0)
+    assert float((w * low).sum()) == pytest.approx(-30.0, abs=3.0)
+
+
 def test_save_load_round_trip(model, tmp_path):
     path = tmp_path / "hist.json"
     model.save(path)
