@@ -9,7 +9,9 @@ Choices the paper leaves open, written down:
 
 * Bins: ``bins`` equal bins spanning the data range on each axis; integer-valued data whose
   range holds at most ``bins`` values get one bin per value (e.g. 8-bit data: x = 0…255), so
-  the recorded distribution, clipped edge values included, is kept exactly.
+  the recorded distribution, clipped edge values included, is kept exactly; likewise values
+  on any lattice ``lo + d·k`` of at most ``bins`` points (an 8-bit clean image after the
+  affine alignment of the calibration) get one row per lattice level.
 * Sparse rows: a row with fewer than ``min_count`` pairs borrows from its nearest neighbours
   (symmetric window grown until it holds ``min_count``), each borrowed row shifted along ``x``
   by the difference of the ``s`` centres, so the pooled residual ``x − s`` keeps the right
@@ -49,12 +51,33 @@ MIN_COUNT = 500
 TAIL_WEIGHT = 1e-3
 
 
+def _lattice(values: np.ndarray, bins: int) -> float | None:
+    """Spacing ``d`` when ``values`` lie on ``lo + d·k`` with at most ``bins`` lattice points.
+
+    An integer clean image rescaled by :func:`~denoise.noise.calibration.align_signal`
+    (``a·s + b``) is such a lattice; binning it at any other width leaves empty rows between
+    the levels, which then borrow neighbours shifted by whole ``x`` bins (a one-level error
+    that matters where the noise spans one or two recorded values, e.g. a dark background).
+    """
+    u = np.unique(values)
+    if u.size < 2 or u.size > bins:
+        return None
+    d = float(np.min(np.diff(u)))
+    k = (u - u[0]) / d
+    if d <= 0 or not np.allclose(k, np.round(k), atol=1e-6) or k[-1] + 1 > bins:
+        return None
+    return d
+
+
 def _axis(values: np.ndarray, bins: int) -> tuple[float, float, int]:
     """First bin centre, bin width and bin count covering ``values``."""
     lo, hi = float(values.min()), float(values.max())
     integer = bool(np.all(np.mod(values, 1.0) == 0))
     if integer and hi - lo + 1 <= bins:
         return lo, 1.0, int(hi - lo) + 1
+    step = _lattice(values, bins)
+    if step is not None:
+        return lo, step, round((hi - lo) / step) + 1
     if hi <= lo:
         return lo, 1.0, 1
     width = (hi - lo) / bins

@@ -116,6 +116,26 @@ def test_signal_beyond_the_calibration_reads_the_shifted_edge_row():
     assert float((w * low).sum()) == pytest.approx(-30.0, abs=3.0)
 
 
+def test_aligned_integer_signal_gets_one_row_per_level():
+    """An 8-bit clean image after the affine alignment (a·s + b) keeps one row per level.
+
+    Equal-width bins over its range instead leave rows between the levels empty; they borrow
+    a neighbour shifted by a whole x bin, so where the noise spans one or two recorded values
+    (a dark background) p(x | s) lands one value off.
+    """
+    rng = np.random.default_rng(3)
+    level = rng.integers(3, 150, 300_000)
+    x = np.round(level + rng.normal(0.0, 0.35, level.size) * (level < 10) +
+                 rng.normal(0.0, 3.0, level.size) * (level >= 10))  # fmt: skip
+    s = 1.07 * level - 0.4  # what align_signal makes of an integer clean image
+    m = HistogramNoiseModel.fit(x, s)
+    assert m.s_step == pytest.approx(1.07) and m.n_s == 147
+    for lv in (3, 4, 5, 6):
+        sv = torch.tensor(1.07 * lv - 0.4)
+        p_here = float(torch.exp(m.log_prob(torch.tensor(float(lv)), sv)))
+        assert p_here > 0.8  # nearly all of a dark level's values are the level itself
+
+
 def test_save_load_round_trip(model, tmp_path):
     path = tmp_path / "hist.json"
     model.save(path)
