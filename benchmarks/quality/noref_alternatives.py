@@ -47,6 +47,7 @@ from datasets import load  # noqa: E402
 
 from denoise.methods.classical import blind_spot_mask, masked_pixel_score  # noqa: E402
 from denoise.metrics.image import psnr  # noqa: E402
+from denoise.noise.poisson_gaussian import channel_params, predicted_variance  # noqa: E402
 
 Fn = Callable[[np.ndarray], np.ndarray]
 
@@ -109,21 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         if item.name not in args.images.split(","):
             continue
         x, gt = item.plane(0).astype(np.float64), item.gt.astype(np.float64)
-        fit = M.noise_fit(item, ctx)
+        fit = channel_params(M.noise_fit(item, ctx))
         kernel = correlation_kernel(x - gt)
-        var = np.maximum(
-            fit["gain"] * (ndimage.gaussian_filter(x, 2.0) - fit["offset"]) + fit["read_var"], 1e-6
-        )
+        var = predicted_variance(fit, ndimage.gaussian_filter(x, 2.0))
         fns: dict[str, Fn] = {
             f"gauss{s}": (lambda m, s=s: ndimage.gaussian_filter(np.asarray(m, np.float64), s))
             for s in (0.8, 1.0, 1.4, 2.0, 3.0)
         }
+        outputs = {name: fn(x) for name, fn in fns.items()}
         for name, runner in (("bm3d_vst", M.run_bm3d_vst), ("n2v", M.run_n2v),
                              ("deconoising", M.run_deconoising)):  # fmt: skip
-            fns[name] = runner(item, ctx)[2]["score_fns"][0]
+            denoised, _, extra = runner(item, ctx)
+            fns[name], outputs[name] = extra["score_fns"][0], denoised[0]
         rows = []
         for name, f in fns.items():
-            fx = np.asarray(f(x), np.float64)
+            fx = np.asarray(outputs[name], np.float64)
             rows.append({
                 "method": name, "psnr": psnr(gt, fx), "mse": float(np.mean((fx - gt) ** 2)),
                 "mask": masked_pixel_score(x, f, 1 / 16, 1, 1),
