@@ -180,6 +180,7 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
             spread=args.spread,
             learn_spread=args.spread != 1.0,
             calibrate=not args.no_calibrate,
+            mean_weight=args.mean_weight,
         )
         train_s = time.perf_counter() - t0
         predictor = PN2VPredictor.from_model_dir(d, pcfg)
@@ -237,9 +238,10 @@ def digest(noise_model: Any, args: argparse.Namespace) -> str:
     a model trained with other ones)."""
     import hashlib
 
-    blob = json.dumps(
-        [noise_model.to_dict(), args.spread, args.samples, args.no_calibrate], sort_keys=True
-    )
+    settings = [noise_model.to_dict(), args.spread, args.samples, args.no_calibrate]
+    if args.mean_weight:
+        settings.append(args.mean_weight)
+    blob = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -358,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-pn2v", type=float, default=2e-3)
     ap.add_argument(
         "--spread", type=float, default=0.1, help="PN2V initial sample spread (1: plain)"
+    )
+    ap.add_argument(
+        "--mean-weight",
+        type=float,
+        default=0.0,
+        help="weight of the N2V term on the PN2V samples' centre (0: the paper's loss)",
     )
     ap.add_argument(
         "--no-align",

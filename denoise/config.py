@@ -95,6 +95,11 @@ class TrainConfig(_Strict):
     pn2v_samples: int = Field(
         64, ge=2, description="PN2V: samples K the network outputs per pixel (paper: 800 on a GPU)."
     )
+    pn2v_mean_weight: float = Field(
+        0.0,
+        ge=0,
+        description="PN2V: weight of an N2V loss on the samples' centre (0: the paper's loss).",
+    )
     psf_sigma: float = Field(1.0, ge=0, description="DecoNoising: Gaussian PSF σ in Y/X (pixels).")
     psf_sigma_z: float | None = Field(
         None, ge=0, description="DecoNoising: PSF σ along Z for 3D data (None: same as psf_sigma)."

@@ -100,6 +100,13 @@ class PN2VObjective:
         Initial ``α``.
     learn_spread
         Train ``γ = log α`` with the network (else ``α`` stays fixed).
+    mean_weight
+        Weight ``β`` of an N2V term on the samples' centre: the loss adds
+        ``β · mean((ō − x)²)`` over the masked pixels (normalised units).  The centre is the
+        prior mean ``E[s | surroundings]``, which is also what the N2V loss estimates, so the
+        term does not move the optimum; it gives the centre N2V's direct gradient, which the
+        likelihood term alone provides only weakly where one observation says little (e.g. a
+        few photons).  0: the paper's loss.
     """
 
     name = "pn2v"
@@ -110,6 +117,7 @@ class PN2VObjective:
         samples: int,
         spread: float = SPREAD,
         learn_spread: bool = True,
+        mean_weight: float = 0.0,
     ) -> None:
         if samples < 1:
             raise ValueError(f"PN2V needs at least one sample per pixel, got {samples}")
@@ -122,6 +130,9 @@ class PN2VObjective:
             torch.tensor(math.log(spread) / SPREAD_RATE), requires_grad=learn_spread
         )
         self.learn_spread = learn_spread
+        if not mean_weight >= 0:
+            raise ValueError(f"PN2V mean_weight must be >= 0, got {mean_weight}")
+        self.mean_weight = float(mean_weight)
 
     def bind(self, mean: float, std: float, device: torch.device) -> None:
         """Keep the normalisation (raw = norm·std + mean) and move the noise model to ``device``."""
@@ -150,8 +161,13 @@ class PN2VObjective:
         return math.log(s.shape[1]) - torch.logsumexp(lp, dim=1)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean over masked pixels of ``−log((1/K) Σ_k p(x | s_k))``."""
-        return self._nll(out, target, mask).mean()
+        """Mean over masked pixels of ``−log((1/K) Σ_k p(x | s_k))`` (+ the centre's N2V term)."""
+        loss = self._nll(out, target, mask).mean()
+        if self.mean_weight > 0:
+            m = mask[:, 0]
+            centre = out.float().mean(dim=1)[m]
+            loss = loss + self.mean_weight * (centre - target[:, 0][m].float()).pow(2).mean()
+        return loss
 
     def val_terms(
         self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
@@ -174,6 +190,7 @@ class PN2VObjective:
             "name": self.name,
             "samples": self.out_channels,
             "spread": float(self.spread().detach().cpu()),
+            "mean_weight": self.mean_weight,
             "noise_model": self.noise_model.to_dict(),
         }
 
@@ -222,6 +239,7 @@ def train_pn2v(
     spread: float = SPREAD,
     learn_spread: bool = True,
     calibrate: bool = True,
+    mean_weight: float | None = None,
 ) -> dict[str, Any]:
     """Train PN2V on ``store`` (one channel) with ``cfg.pn2v_samples`` samples per pixel.
 
@@ -237,6 +255,9 @@ def train_pn2v(
     calibrate
         Calibrate the prior's spread per intensity level on blind-spot pixels after training
         (:func:`calibrate_prior`); the factors are stored with the model.
+    mean_weight
+        Weight of the N2V term on the samples' centre (:class:`PN2VObjective`); None:
+        ``cfg.pn2v_mean_weight``.
 
     Returns
     -------
@@ -256,7 +277,8 @@ def train_pn2v(
             "split the channels into separate datasets"
         )
     model = as_noise_model(noise_model, arr.dtype)
-    objective = PN2VObjective(model, cfg.pn2v_samples, spread, learn_spread)
+    weight = cfg.pn2v_mean_weight if mean_weight is None else mean_weight
+    objective = PN2VObjective(model, cfg.pn2v_samples, spread, learn_spread, weight)
     summary = train_n2v(
         store,
         model_dir,

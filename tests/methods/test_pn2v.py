@@ -59,6 +59,26 @@ def test_loss_is_negative_log_mean_likelihood_in_raw_units():
     assert count == 2 and total == pytest.approx(sum(expected), rel=1e-5)
 
 
+def test_mean_weight_adds_the_n2v_loss_of_the_sample_centre():
+    out = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])[None, :, None, :]  # (1, K=3, 1, 2)
+    target = torch.tensor([[1.5, 0.0]])[None, None]
+    mask = torch.tensor([[True, False]])[None, None]  # only the first pixel is masked
+    plain = PN2VObjective(_pg(), samples=3, spread=0.5)
+    mixed = PN2VObjective(_pg(), samples=3, spread=0.5, mean_weight=2.0)
+    for obj in (plain, mixed):
+        obj.bind(mean=10.0, std=2.0, device=torch.device("cpu"))
+    # centre of pixel 0 = (1 + 0 + 3) / 3, target 1.5 (normalised units)
+    extra = 2.0 * (4.0 / 3.0 - 1.5) ** 2
+    assert float(mixed.loss(out, target, mask) - plain.loss(out, target, mask)) == pytest.approx(
+        extra, rel=1e-5
+    )
+    # Validation stays the likelihood alone (comparable across weights).
+    assert mixed.val_terms(out, target, mask) == pytest.approx(plain.val_terms(out, target, mask))
+    assert mixed.meta()["mean_weight"] == 2.0
+    with pytest.raises(ValueError, match="mean_weight"):
+        PN2VObjective(_pg(), samples=3, mean_weight=-1.0)
+
+
 def test_loss_is_finite_when_every_sample_is_implausible():
     obj = PN2VObjective(_pg(read_var=0.01), samples=4)
     obj.bind(0.0, 1.0, torch.device("cpu"))
