@@ -187,7 +187,10 @@ def fit_from_pairs(
     if kind == "histogram":
         from denoise.noise.histogram import HistogramNoiseModel
 
-        return HistogramNoiseModel.fit(x, s, **options)
+        conv = recording_conventions(dtype)
+        return HistogramNoiseModel.fit(
+            x, s, clip_low=conv["clip_low"], clip_high=conv["clip_high"], **options
+        )
     if kind in ("gmm", "gmm_bootstrap"):
         from denoise.noise.gmm import GMMNoiseModel
 

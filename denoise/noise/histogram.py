@@ -16,7 +16,13 @@ Choices the paper leaves open, written down:
   (symmetric window grown until it holds ``min_count``), each borrowed row shifted along ``x``
   by the difference of the ``s`` centres, so the pooled residual ``x − s`` keeps the right
   location (only the shape is borrowed).  Rows beyond the data get the nearest filled row
-  (shifted alike).
+  (shifted alike).  The ``x`` axis is widened by the largest such shift before pooling, so a
+  borrowed row shifted past the calibration's ``x`` range keeps its shape instead of piling
+  its mass up in the end bin (that pile-up, read for every brighter ``x``, once put the
+  model's mean 24 grey levels above ``s`` at the sparse top of an FMD calibration).
+* ``x`` outside the table's bins has no histogram mass (only the wide Gaussian below): a
+  lookup clamped to the edge bin would give every brighter (or darker) value the edge bin's
+  density.
 * Zero bins: the table density is mixed with a small weight ``tail_weight`` of a wide Gaussian
   ``N(s, tail_sigma²)`` (``tail_sigma`` = 3 × the largest row std), so an ``x`` the calibration
   never showed at this ``s`` has a small, finite likelihood whose gradient still pulls the
@@ -146,7 +152,9 @@ class HistogramNoiseModel(NoiseModelBase):
         x, s = torch.broadcast_tensors(x, s)
         dtype = s.dtype if s.is_floating_point() else torch.float32
         table = self.table.to(dtype)
-        ix = torch.floor((x - self.x_first) / self.x_step + 0.5).clamp(0, self.n_x - 1).long()
+        pos_x = torch.floor((x - self.x_first) / self.x_step + 0.5)
+        in_x = (pos_x >= 0) & (pos_x <= self.n_x - 1)
+        ix = pos_x.clamp(0, self.n_x - 1).long()
         s_last = self.s_first + (self.n_s - 1) * self.s_step
         fs = ((s - self.s_first) / self.s_step).clamp(0.0, self.n_s - 1.0)
         i0 = torch.floor(fs).clamp(max=self.n_s - 2).long()
@@ -154,7 +162,7 @@ class HistogramNoiseModel(NoiseModelBase):
         flat = table.reshape(-1)
         p0 = flat[i0 * self.n_x + ix]
         p1 = flat[(i0 + 1) * self.n_x + ix]
-        p = (1.0 - t) * p0 + t * p1
+        p = torch.where(in_x, (1.0 - t) * p0 + t * p1, torch.zeros_like(p0))
         # Beyond the calibrated s range: the edge row shifted by the distance to its centre.
         delta = s - s.clamp(self.s_first, s_last)
         outside = delta != 0
@@ -197,6 +205,8 @@ class HistogramNoiseModel(NoiseModelBase):
         bins: int = BINS,
         min_count: int = MIN_COUNT,
         tail_weight: float = TAIL_WEIGHT,
+        clip_low: float | None = None,
+        clip_high: float | None = None,
     ) -> HistogramNoiseModel:
         """Build the model from calibration pairs.
 
@@ -211,6 +221,9 @@ class HistogramNoiseModel(NoiseModelBase):
             Pairs a row must hold; sparser rows pool shifted neighbours (module docstring).
         tail_weight
             Weight of the wide Gaussian mixed in (0: pure histogram).
+        clip_low, clip_high
+            The recording's clip levels (e.g. 0 and 255 for 8-bit data), if any: mass of a
+            borrowed row shifted past one piles up there, as the detector would record it.
         """
         x = np.asarray(x, dtype=np.float64).ravel()
         s = np.asarray(s, dtype=np.float64).ravel()
@@ -230,7 +243,22 @@ class HistogramNoiseModel(NoiseModelBase):
         i_s = _bin_index(s, sf, sw, ns)
         counts = np.bincount(i_s * nx + ix, minlength=ns * nx).reshape(ns, nx).astype(np.float64)
         row_n = counts.sum(axis=1)
-        pooled = _pool_rows(counts, row_n, min(min_count, int(row_n.sum())), sw / xw)
+        need = min(min_count, int(row_n.sum()))
+        ratio = sw / xw
+        windows = _pool_windows(row_n, need)
+        pad = max((_max_shift(i, lo, hi, ratio) for i, (lo, hi) in windows.items()), default=0)
+        padded = np.pad(counts, ((0, 0), (pad, pad)))
+        pooled = _pool_rows(padded, row_n, windows, ratio)
+        centres = xf + xw * (np.arange(pooled.shape[1]) - pad)
+        for level, beyond in ((clip_low, centres < (clip_low or 0) - xw / 2),
+                              (clip_high, centres > (clip_high or 0) + xw / 2)):  # fmt: skip
+            if level is not None and beyond.any():
+                at = int(np.argmin(np.abs(centres - level)))
+                pooled[:, at] += pooled[:, beyond].sum(axis=1)
+                pooled[:, beyond] = 0.0
+        used = np.flatnonzero(pooled.sum(axis=0) > 0)
+        pooled = pooled[:, used[0] : used[-1] + 1]
+        xf, nx = xf + (used[0] - pad) * xw, pooled.shape[1]
         dens = pooled / np.maximum(pooled.sum(axis=1, keepdims=True), 1e-300) / xw
         centres = xf + xw * np.arange(nx)
         mean = dens @ centres * xw
@@ -277,15 +305,12 @@ class HistogramNoiseModel(NoiseModelBase):
         )
 
 
-def _pool_rows(counts: np.ndarray, row_n: np.ndarray, min_count: int, ratio: float) -> np.ndarray:
-    """Rows with fewer than ``min_count`` pairs pool shifted neighbours (module docstring).
-
-    ``ratio`` is the ``s`` bin width in ``x`` bins: row ``j`` moved to row ``i`` shifts by
-    ``round((i − j) · ratio)`` ``x`` bins (mass pushed past an end stays in the end bin).
-    """
-    ns, nx = counts.shape
-    out = counts.copy()
+def _pool_windows(row_n: np.ndarray, min_count: int) -> dict[int, tuple[int, int]]:
+    """For every row with fewer than ``min_count`` pairs, the row range ``[lo, hi)`` it pools:
+    a symmetric window (cut at the ends) grown until it holds ``min_count`` pairs."""
+    ns = row_n.size
     cum = np.concatenate([[0.0], np.cumsum(row_n)])
+    windows = {}
     for i in range(ns):
         if row_n[i] >= min_count:
             continue
@@ -295,6 +320,26 @@ def _pool_rows(counts: np.ndarray, row_n: np.ndarray, min_count: int, ratio: flo
             if cum[hi] - cum[lo] >= min_count or (lo == 0 and hi == ns):
                 break
             h += 1
+        windows[i] = (lo, hi)
+    return windows
+
+
+def _max_shift(i: int, lo: int, hi: int, ratio: float) -> int:
+    """Largest ``x`` shift (bins) of a row of ``[lo, hi)`` moved to row ``i``."""
+    return max(abs(round((i - lo) * ratio)), abs(round((i - (hi - 1)) * ratio)))
+
+
+def _pool_rows(
+    counts: np.ndarray, row_n: np.ndarray, windows: dict[int, tuple[int, int]], ratio: float
+) -> np.ndarray:
+    """Rows with a window (:func:`_pool_windows`) pool its rows, shifted (module docstring).
+
+    ``ratio`` is the ``s`` bin width in ``x`` bins: row ``j`` moved to row ``i`` shifts by
+    ``round((i − j) · ratio)`` ``x`` bins (``counts`` is padded so that no mass leaves it).
+    """
+    nx = counts.shape[1]
+    out = counts.copy()
+    for i, (lo, hi) in windows.items():
         acc = np.zeros(nx)
         for j in range(lo, hi):
             if row_n[j] == 0:

@@ -159,6 +159,42 @@ def test_sparse_rows_keep_their_location():
     assert mean[1] == pytest.approx(130.0, abs=8.0)
 
 
+def test_sparse_top_rows_shifted_past_the_data_keep_their_shape():
+    # An FMD-like calibration: most of the clean image dark, a sparse bright top (a few pairs
+    # per row), and the noisy values ending (at 173) well below the dtype's limit.  Before the
+    # fix the model's mean at s = 160 was 199.  Pooled rows shifted
+    # up past the last recorded x must not pile their mass into the end bin, and an x above
+    # the table must not read that bin's density: the model's mean stays at s.
+    rng = np.random.default_rng(5)
+    s = np.round(np.clip(rng.lognormal(np.log(12.0), 0.6, 250_000), 4, 170))
+    x = np.clip(np.round(s + rng.normal(0.0, 1.0, s.size) * np.sqrt(0.5 * s + 4.0)), 0, 255)
+    m = HistogramNoiseModel.fit(x, s, min_count=500, clip_low=0.0, clip_high=255.0)
+    grid = np.arange(0.0, 256.0)
+    levels = np.array([100.0, 130.0, 150.0, 160.0])  # 1, 0, 0, 0 pairs each
+    assert (np.bincount(s.astype(int), minlength=171)[levels.astype(int)] < 500).all()
+    mean, var = m.moments(levels, grid)
+    np.testing.assert_allclose(mean / levels, 1.0, atol=0.03)
+    # (Borrowed from darker rows, the spread is somewhat narrow: within 30 %.)
+    np.testing.assert_allclose(np.sqrt(var), np.sqrt(0.5 * levels + 4.0), rtol=0.3)
+    # Far above every recorded x: only the small wide-Gaussian tail is left.
+    beyond = float(x.max()) + 40.0
+    assert float(torch.exp(m.log_prob(torch.tensor(beyond), torch.tensor(20.0)))) < 1e-4
+
+
+def test_borrowed_mass_shifted_past_a_clip_level_saturates_there():
+    # Sparse bright rows near saturation borrow darker rows shifted up past 255: that mass is
+    # what an 8-bit detector records as 255, so p(255 | s) is the saturation probability.
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(6)
+    s = np.concatenate([rng.integers(150, 200, 100_000), rng.integers(200, 251, 300)]).astype(float)
+    x = np.clip(np.round(s + rng.normal(0.0, 10.0, s.size)), 0, 255)
+    m = HistogramNoiseModel.fit(x, s, min_count=500, clip_low=0.0, clip_high=255.0)
+    assert m.x_first + (m.n_x - 1) * m.x_step == 255.0  # nothing kept beyond the clip level
+    got = float(torch.exp(m.log_prob(torch.tensor(255.0), torch.tensor(250.0))))
+    assert got == pytest.approx(norm.sf((254.5 - 250.0) / 10.0), rel=0.15)
+
+
 def test_clipped_values_collect_in_the_edge_bin():
     rng = np.random.default_rng(2)
     s = rng.integers(200, 256, 200_000).astype(np.float64)
