@@ -172,7 +172,7 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
         summary = train_pn2v(
             store,
             d,
-            TrainConfig(**base, learning_rate=args.lr_pn2v),
+            TrainConfig(**base, learning_rate=args.lr_pn2v, pn2v_mean_weight=args.mean_weight),
             args.seed,
             nm,
             fingerprint=f"pn2v_fmd:{name}:{key}:{digest(nm, args)}",
@@ -180,7 +180,6 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
             spread=args.spread,
             learn_spread=args.spread != 1.0,
             calibrate=not args.no_calibrate,
-            mean_weight=args.mean_weight,
         )
         train_s = time.perf_counter() - t0
         predictor = PN2VPredictor.from_model_dir(d, pcfg)
@@ -238,10 +237,9 @@ def digest(noise_model: Any, args: argparse.Namespace) -> str:
     a model trained with other ones)."""
     import hashlib
 
-    settings = [noise_model.to_dict(), args.spread, args.samples, args.no_calibrate]
-    if args.mean_weight:
-        settings.append(args.mean_weight)
-    blob = json.dumps(settings, sort_keys=True)
+    blob = json.dumps(
+        [noise_model.to_dict(), args.spread, args.samples, args.no_calibrate], sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

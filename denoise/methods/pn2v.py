@@ -152,28 +152,34 @@ class PN2VObjective:
         """The current spread factor α."""
         return torch.exp(SPREAD_RATE * self.log_spread)
 
-    def _nll(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-masked-pixel ``−log mean_k p(x | s_k)``, shape ``(M,)``."""
+    def _masked(
+        self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``(M, K)`` and observed values ``(M,)`` of the masked pixels, raw units."""
         m = mask[:, 0]
-        s = self.samples(out.float()).movedim(1, -1)[m] * self.std + self.mean  # (M, K) raw
-        x = target[:, 0][m].float() * self.std + self.mean  # (M,) raw
+        s = self.samples(out.float()).movedim(1, -1)[m] * self.std + self.mean
+        x = target[:, 0][m].float() * self.std + self.mean
+        return s, x
+
+    def _nll(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel ``−log mean_k p(x | s_k)``, shape ``(M,)``."""
         lp = self.noise_model.log_prob(x[:, None], s)
         return math.log(s.shape[1]) - torch.logsumexp(lp, dim=1)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean over masked pixels of ``−log((1/K) Σ_k p(x | s_k))`` (+ the centre's N2V term)."""
-        loss = self._nll(out, target, mask).mean()
+        s, x = self._masked(out, target, mask)
+        loss = self._nll(s, x).mean()
         if self.mean_weight > 0:
-            m = mask[:, 0]
-            centre = out.float().mean(dim=1)[m]
-            loss = loss + self.mean_weight * (centre - target[:, 0][m].float()).pow(2).mean()
+            # The samples' mean is the centre ō (the spread acts around it); normalised units.
+            loss = loss + self.mean_weight * ((s.mean(dim=1) - x) / self.std).pow(2).mean()
         return loss
 
     def val_terms(
         self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     ) -> tuple[float, int]:
         """(sum, count) of the same negative log-likelihood."""
-        nll = self._nll(out, target, mask)
+        nll = self._nll(*self._masked(out, target, mask))
         return float(nll.double().sum()), int(nll.numel())
 
     def state(self) -> dict[str, Any]:
@@ -239,7 +245,6 @@ def train_pn2v(
     spread: float = SPREAD,
     learn_spread: bool = True,
     calibrate: bool = True,
-    mean_weight: float | None = None,
 ) -> dict[str, Any]:
     """Train PN2V on ``store`` (one channel) with ``cfg.pn2v_samples`` samples per pixel.
 
@@ -255,9 +260,6 @@ def train_pn2v(
     calibrate
         Calibrate the prior's spread per intensity level on blind-spot pixels after training
         (:func:`calibrate_prior`); the factors are stored with the model.
-    mean_weight
-        Weight of the N2V term on the samples' centre (:class:`PN2VObjective`); None:
-        ``cfg.pn2v_mean_weight``.
 
     Returns
     -------
@@ -277,8 +279,7 @@ def train_pn2v(
             "split the channels into separate datasets"
         )
     model = as_noise_model(noise_model, arr.dtype)
-    weight = cfg.pn2v_mean_weight if mean_weight is None else mean_weight
-    objective = PN2VObjective(model, cfg.pn2v_samples, spread, learn_spread, weight)
+    objective = PN2VObjective(model, cfg.pn2v_samples, spread, learn_spread, cfg.pn2v_mean_weight)
     summary = train_n2v(
         store,
         model_dir,

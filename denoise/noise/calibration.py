@@ -184,17 +184,17 @@ def fit_from_pairs(
     """
     if align:
         s = align_signal(x, s)[0]
+    conv = recording_conventions(dtype)
     if kind == "histogram":
         from denoise.noise.histogram import HistogramNoiseModel
 
-        conv = recording_conventions(dtype)
         return HistogramNoiseModel.fit(
             x, s, clip_low=conv["clip_low"], clip_high=conv["clip_high"], **options
         )
     if kind in ("gmm", "gmm_bootstrap"):
         from denoise.noise.gmm import GMMNoiseModel
 
-        return GMMNoiseModel.fit(x, s, seed=seed, **recording_conventions(dtype), **options)
+        return GMMNoiseModel.fit(x, s, seed=seed, **conv, **options)
     raise ValueError(f"fit_from_pairs: kind must be histogram, gmm or gmm_bootstrap, got {kind!r}")
 
 

@@ -152,17 +152,14 @@ class HistogramNoiseModel(NoiseModelBase):
         x, s = torch.broadcast_tensors(x, s)
         dtype = s.dtype if s.is_floating_point() else torch.float32
         table = self.table.to(dtype)
-        pos_x = torch.floor((x - self.x_first) / self.x_step + 0.5)
-        in_x = (pos_x >= 0) & (pos_x <= self.n_x - 1)
-        ix = pos_x.clamp(0, self.n_x - 1).long()
+        # Columns clamped to [-1, n_x] (both outside the table) before the integer cast.
+        ix = torch.floor((x - self.x_first) / self.x_step + 0.5).clamp(-1, self.n_x).long()
         s_last = self.s_first + (self.n_s - 1) * self.s_step
         fs = ((s - self.s_first) / self.s_step).clamp(0.0, self.n_s - 1.0)
         i0 = torch.floor(fs).clamp(max=self.n_s - 2).long()
         t = fs - i0.to(fs.dtype)
         flat = table.reshape(-1)
-        p0 = flat[i0 * self.n_x + ix]
-        p1 = flat[(i0 + 1) * self.n_x + ix]
-        p = torch.where(in_x, (1.0 - t) * p0 + t * p1, torch.zeros_like(p0))
+        p = (1.0 - t) * self._at(flat, i0, ix) + t * self._at(flat, i0 + 1, ix)
         # Beyond the calibrated s range: the edge row shifted by the distance to its centre.
         delta = s - s.clamp(self.s_first, s_last)
         outside = delta != 0
@@ -171,12 +168,8 @@ class HistogramNoiseModel(NoiseModelBase):
             pos = (x - delta - self.x_first) / self.x_step
             j = torch.floor(pos)
             u = pos - j
-            j = j.long()
-            q = torch.zeros_like(p)
-            for k, wk in ((j, 1.0 - u), (j + 1, u)):
-                ok = (k >= 0) & (k < self.n_x)
-                val = flat[edge * self.n_x + k.clamp(0, self.n_x - 1)]
-                q = q + torch.where(ok, wk * val, torch.zeros_like(val))
+            j = j.clamp(-2, self.n_x).long()  # j and j + 1 both stay outside when outside
+            q = (1.0 - u) * self._at(flat, edge, j) + u * self._at(flat, edge, j + 1)
             p = torch.where(outside, q, p)
         if self.tail_weight > 0:
             # log((1 − w)·p + w·N(x; s, σ²)) in log space: the Gaussian's log stays finite far
@@ -196,6 +189,11 @@ class HistogramNoiseModel(NoiseModelBase):
             )
             return torch.logaddexp(log_hist, log_tail)
         return torch.log(p.clamp(min=1e-30))
+
+    def _at(self, flat: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """Table density at ``(row, col)``; 0 for a column outside the ``x`` bins."""
+        val = flat[row * self.n_x + col.clamp(0, self.n_x - 1)]
+        return torch.where((col >= 0) & (col < self.n_x), val, torch.zeros_like(val))
 
     @classmethod
     def fit(
@@ -250,9 +248,11 @@ class HistogramNoiseModel(NoiseModelBase):
         padded = np.pad(counts, ((0, 0), (pad, pad)))
         pooled = _pool_rows(padded, row_n, windows, ratio)
         centres = xf + xw * (np.arange(pooled.shape[1]) - pad)
-        for level, beyond in ((clip_low, centres < (clip_low or 0) - xw / 2),
-                              (clip_high, centres > (clip_high or 0) + xw / 2)):  # fmt: skip
-            if level is not None and beyond.any():
+        for level, side in ((clip_low, -1.0), (clip_high, 1.0)):
+            if level is None:
+                continue
+            beyond = side * (centres - level) > xw / 2
+            if beyond.any():
                 at = int(np.argmin(np.abs(centres - level)))
                 pooled[:, at] += pooled[:, beyond].sum(axis=1)
                 pooled[:, beyond] = 0.0
@@ -350,17 +350,12 @@ def _pool_rows(
 
 
 def _shift(row: np.ndarray, k: int) -> np.ndarray:
-    """``row`` moved by ``k`` bins; mass pushed past an end piles up in the end bin."""
+    """``row`` moved by ``k`` bins (the caller pads ``row`` so that no mass leaves it)."""
     if k == 0:
         return row
-    n = row.size
     out = np.zeros_like(row)
     if k > 0:
-        k = min(k, n - 1)
-        out[k:] = row[: n - k]
-        out[-1] += row[n - k :].sum()
+        out[k:] = row[:-k]
     else:
-        k = min(-k, n - 1)
-        out[: n - k] = row[k:]
-        out[0] += row[:k].sum()
+        out[:k] = row[-k:]
     return out
