@@ -15,7 +15,11 @@ Choices the paper leaves open, written down:
 * Sparse rows: a row with fewer than ``min_count`` pairs borrows from its nearest neighbours
   (symmetric window grown until it holds ``min_count``), each borrowed row shifted along ``x``
   by the difference of the ``s`` centres, so the pooled residual ``x − s`` keeps the right
-  location (only the shape is borrowed).  Rows beyond the data get the nearest filled row
+  location, and stretched about its ``s`` by ``sqrt(v(s_i) / v(s_j))``, where ``v`` is a
+  straight line fitted to the variance of the well-filled rows (Poisson-Gaussian noise has a
+  variance linear in ``s``), so the borrowed shape also keeps the right spread.  (Shifted
+  only, the sparse bright top of an FMD calibration borrowed the narrower darker rows: the
+  model's spread there was up to 30 % too small.)  Rows beyond the data get the nearest filled row
   (shifted alike).  The ``x`` axis is widened by the largest such shift before pooling, so a
   borrowed row shifted past the calibration's ``x`` range keeps its shape instead of piling
   its mass up in the end bin (that pile-up, read for every brighter ``x``, once put the
@@ -29,9 +33,10 @@ Choices the paper leaves open, written down:
   samples towards ``x`` (a pure histogram has zero gradient there).
 * ``s`` beyond the first/last row centre (a calibration that did not reach the data's
   brightest or darkest levels) reads the edge row shifted along ``x`` by the distance to it,
-  the same location-shift rule as the pooled rows, interpolated linearly between ``x`` bins so
-  that ``p`` stays differentiable in ``s``: the samples are still pulled towards ``x``, with
-  the edge row's noise shape.  (Clamping instead, as a plain table lookup does, leaves the
+  the same shift-and-stretch rule as the pooled rows (the stretch follows the variance line),
+  interpolated linearly between ``x`` bins so that ``p`` stays differentiable in ``s``: the
+  samples are still pulled towards ``x``, with the edge row's noise shape widened as the
+  variance grows.  (Clamping instead, as a plain table lookup does, leaves the
   likelihood flat in ``s`` there, so PN2V gets no training signal for pixels brighter than
   the calibration: FMD ``Confocal_BPAE_B`` frames reach 231 while the calibration pair's clean
   image ends at 149.)
@@ -55,6 +60,8 @@ BINS = 256
 #: Pairs a row must hold (after pooling neighbours) for its distribution to be used.
 MIN_COUNT = 500
 TAIL_WEIGHT = 1e-3
+#: Largest spread ratio used to stretch a borrowed or extrapolated row.
+MAX_STRETCH = 4.0
 
 
 def _lattice(values: np.ndarray, bins: int) -> float | None:
@@ -110,6 +117,10 @@ class HistogramNoiseModel(NoiseModelBase):
         Weight and σ (raw units) of the wide Gaussian mixed in (module docstring).
     counts
         Pairs per row before pooling (kept for plots and reports).
+    var_line
+        ``(a, b, floor)``: the noise variance ``max(a + b·s, floor)`` fitted to the well-filled
+        rows, which stretches the edge row beyond the calibrated ``s`` range; ``None``: the
+        edge row is only shifted.
     """
 
     kind = "histogram"
@@ -124,6 +135,7 @@ class HistogramNoiseModel(NoiseModelBase):
         tail_weight: float = TAIL_WEIGHT,
         tail_sigma: float = 1.0,
         counts: np.ndarray | None = None,
+        var_line: tuple[float, float, float] | None = None,
     ) -> None:
         super().__init__()
         table = np.asarray(density, dtype=np.float64)
@@ -138,6 +150,7 @@ class HistogramNoiseModel(NoiseModelBase):
         self.x_first, self.x_step = float(x_first), float(x_step)
         self.tail_weight, self.tail_sigma = float(tail_weight), float(tail_sigma)
         self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+        self.var_line = None if var_line is None else tuple(float(v) for v in var_line)
 
     @property
     def n_s(self) -> int:
@@ -160,17 +173,18 @@ class HistogramNoiseModel(NoiseModelBase):
         t = fs - i0.to(fs.dtype)
         flat = table.reshape(-1)
         p = (1.0 - t) * self._at(flat, i0, ix) + t * self._at(flat, i0 + 1, ix)
-        # Beyond the calibrated s range: the edge row shifted by the distance to its centre.
-        delta = s - s.clamp(self.s_first, s_last)
-        outside = delta != 0
+        # Beyond the calibrated s range: the edge row moved to s (shifted and stretched).
+        s_edge = s.clamp(self.s_first, s_last)
+        outside = s != s_edge
         if bool(outside.any()):
-            edge = torch.where(delta > 0, self.n_s - 1, 0)
-            pos = (x - delta - self.x_first) / self.x_step
+            edge = torch.where(s > s_edge, self.n_s - 1, 0)
+            c = torch.ones_like(s) if self.var_line is None else self._stretch(s, s_edge)
+            pos = (s_edge + (x - s) / c - self.x_first) / self.x_step
             j = torch.floor(pos)
             u = pos - j
             j = j.clamp(-2, self.n_x).long()  # j and j + 1 both stay outside when outside
             q = (1.0 - u) * self._at(flat, edge, j) + u * self._at(flat, edge, j + 1)
-            p = torch.where(outside, q, p)
+            p = torch.where(outside, q / c, p)
         if self.tail_weight > 0:
             # log((1 − w)·p + w·N(x; s, σ²)) in log space: the Gaussian's log stays finite far
             # from every bin, where its density underflows.  where(p > 0, p, 1) keeps the
@@ -189,6 +203,13 @@ class HistogramNoiseModel(NoiseModelBase):
             )
             return torch.logaddexp(log_hist, log_tail)
         return torch.log(p.clamp(min=1e-30))
+
+    def _stretch(self, s: torch.Tensor, s_from: torch.Tensor) -> torch.Tensor:
+        """Spread ratio ``sqrt(v(s) / v(s_from))`` of the variance line (clamped to [1/4, 4])."""
+        a, b, floor = self.var_line  # type: ignore[misc]
+        v = (a + b * s).clamp(min=floor)
+        v0 = (a + b * s_from).clamp(min=floor)
+        return torch.sqrt(v / v0).clamp(1.0 / MAX_STRETCH, MAX_STRETCH)
 
     def _at(self, flat: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """Table density at ``(row, col)``; 0 for a column outside the ``x`` bins."""
@@ -242,11 +263,18 @@ class HistogramNoiseModel(NoiseModelBase):
         counts = np.bincount(i_s * nx + ix, minlength=ns * nx).reshape(ns, nx).astype(np.float64)
         row_n = counts.sum(axis=1)
         need = min(min_count, int(row_n.sum()))
-        ratio = sw / xw
+        s_centres = sf + sw * np.arange(ns)
+        line = _variance_line(counts, row_n, need, s_centres, xf + xw * np.arange(nx))
+        stretch = np.ones(ns) if line is None else np.sqrt(_line(line, s_centres))
         windows = _pool_windows(row_n, need)
-        pad = max((_max_shift(i, lo, hi, ratio) for i, (lo, hi) in windows.items()), default=0)
+        pad = max(
+            (_reach(i, lo, hi, sw, xw, nx, stretch) for i, (lo, hi) in windows.items()),
+            default=0,
+        )
         padded = np.pad(counts, ((0, 0), (pad, pad)))
-        pooled = _pool_rows(padded, row_n, windows, ratio)
+        # Position of each row's s on the padded x axis, in bins.
+        at = (s_centres - xf) / xw + pad
+        pooled = _pool_rows(padded, row_n, windows, at, stretch)
         centres = xf + xw * (np.arange(pooled.shape[1]) - pad)
         for level, side in ((clip_low, -1.0), (clip_high, 1.0)):
             if level is None:
@@ -274,7 +302,7 @@ class HistogramNoiseModel(NoiseModelBase):
             x.min(),
             x.max(),
         )
-        return cls(dens, sf, sw, xf, xw, tail_weight, tail_sigma, row_n.astype(np.int64))
+        return cls(dens, sf, sw, xf, xw, tail_weight, tail_sigma, row_n.astype(np.int64), line)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -288,6 +316,7 @@ class HistogramNoiseModel(NoiseModelBase):
             "shape": [self.n_s, self.n_x],
             "density": [[float(f"{v:.7g}") for v in row] for row in self.table.cpu().tolist()],
             "counts": None if self.counts is None else self.counts.tolist(),
+            "var_line": None if self.var_line is None else list(self.var_line),
         }
 
     @classmethod
@@ -302,6 +331,7 @@ class HistogramNoiseModel(NoiseModelBase):
             data.get("tail_weight", TAIL_WEIGHT),
             data.get("tail_sigma", 1.0),
             data.get("counts"),
+            data.get("var_line"),
         )
 
 
@@ -324,38 +354,90 @@ def _pool_windows(row_n: np.ndarray, min_count: int) -> dict[int, tuple[int, int
     return windows
 
 
-def _max_shift(i: int, lo: int, hi: int, ratio: float) -> int:
-    """Largest ``x`` shift (bins) of a row of ``[lo, hi)`` moved to row ``i``."""
-    return max(abs(round((i - lo) * ratio)), abs(round((i - (hi - 1)) * ratio)))
+def _variance_line(
+    counts: np.ndarray,
+    row_n: np.ndarray,
+    need: int,
+    s_centres: np.ndarray,
+    x_centres: np.ndarray,
+) -> tuple[float, float, float] | None:
+    """``(a, b, floor)``: least-squares line ``a + b·s`` through the variance of the rows that
+    hold ``need`` pairs (``None`` with fewer than three such rows or a falling line); ``floor``
+    is the smallest of those variances (the line may cross zero at the dark end)."""
+    full = row_n >= max(need, 1)
+    if full.sum() < 3:
+        return None
+    rows = counts[full] / row_n[full, None]
+    mean = rows @ x_centres
+    var = rows @ x_centres**2 - mean**2
+    b, a = np.polyfit(s_centres[full], var, 1)
+    if not (np.isfinite(a) and np.isfinite(b)) or b < 0:
+        return None
+    floor = max(float(var.min()), 1e-12)
+    return float(a), float(b), floor
+
+
+def _line(line: tuple[float, float, float], s: np.ndarray) -> np.ndarray:
+    a, b, floor = line
+    return np.maximum(a + b * s, floor)
+
+
+def _ratio(stretch: np.ndarray, i: int, j: int) -> float:
+    """Spread ratio of row ``i`` to row ``j`` (``stretch`` holds the rows' standard deviations)."""
+    return float(np.clip(stretch[i] / stretch[j], 1.0 / MAX_STRETCH, MAX_STRETCH))
+
+
+def _reach(
+    i: int, lo: int, hi: int, s_step: float, x_step: float, nx: int, stretch: np.ndarray
+) -> int:
+    """Padding (x bins) that keeps every row of ``[lo, hi)`` moved to row ``i`` on the axis."""
+    ratio = s_step / x_step
+    reach = 0.0
+    for j in (lo, hi - 1):
+        reach = max(reach, abs((i - j) * ratio) + abs(_ratio(stretch, i, j) - 1.0) * nx)
+    return math.ceil(reach) + 1
 
 
 def _pool_rows(
-    counts: np.ndarray, row_n: np.ndarray, windows: dict[int, tuple[int, int]], ratio: float
+    counts: np.ndarray,
+    row_n: np.ndarray,
+    windows: dict[int, tuple[int, int]],
+    at: np.ndarray,
+    stretch: np.ndarray,
 ) -> np.ndarray:
-    """Rows with a window (:func:`_pool_windows`) pool its rows, shifted (module docstring).
+    """Rows with a window (:func:`_pool_windows`) pool its rows, moved (module docstring).
 
-    ``ratio`` is the ``s`` bin width in ``x`` bins: row ``j`` moved to row ``i`` shifts by
-    ``round((i − j) · ratio)`` ``x`` bins (``counts`` is padded so that no mass leaves it).
+    ``at[j]`` is row ``j``'s ``s`` on the (padded) ``x`` axis in bins and ``stretch[j]`` its
+    standard deviation on the variance line: row ``j`` moved to row ``i`` keeps its mass at
+    ``at[i] + r·(k − at[j])`` for bin ``k``, ``r`` the spread ratio.  ``counts`` is padded so
+    that no mass leaves it.
     """
-    nx = counts.shape[1]
     out = counts.copy()
     for i, (lo, hi) in windows.items():
-        acc = np.zeros(nx)
+        acc = np.zeros(counts.shape[1])
         for j in range(lo, hi):
             if row_n[j] == 0:
                 continue
-            acc += _shift(counts[j], round((i - j) * ratio))
+            acc += _move(counts[j], at[j], at[i], _ratio(stretch, i, j))
         out[i] = acc
     return out
 
 
-def _shift(row: np.ndarray, k: int) -> np.ndarray:
-    """``row`` moved by ``k`` bins (the caller pads ``row`` so that no mass leaves it)."""
-    if k == 0:
-        return row
+def _move(row: np.ndarray, src: float, dst: float, ratio: float) -> np.ndarray:
+    """``row`` with its mass moved from about ``src`` to about ``dst`` and spread by ``ratio``.
+
+    A pure shift moves by whole bins (``round(dst − src)``), so integer data stay on their
+    values; a stretch splits each bin's mass linearly between the two bins nearest its new
+    position.
+    """
+    k = np.flatnonzero(row)
     out = np.zeros_like(row)
-    if k > 0:
-        out[k:] = row[:-k]
-    else:
-        out[:k] = row[-k:]
+    if ratio == 1.0:
+        np.add.at(out, k + round(dst - src), row[k])
+        return out
+    pos = dst + ratio * (k - src)
+    j = np.floor(pos).astype(np.int64)
+    u = pos - j
+    np.add.at(out, j, row[k] * (1.0 - u))
+    np.add.at(out, j + 1, row[k] * u)
     return out

@@ -89,27 +89,39 @@ def test_unseen_values_have_finite_likelihood_and_gradient(model):
     assert torch.isfinite(lp).all() and float(s.grad) > 0  # pulled towards x
 
 
-def test_signal_beyond_the_calibration_reads_the_shifted_edge_row():
-    """Data brighter than the calibration: p(x | s) keeps its location and its pull on s.
+def test_signal_beyond_the_calibration_reads_the_edge_row_moved_and_stretched():
+    """Data brighter than the calibration: p(x | s) keeps its location, its pull on s, and the
+    Poisson-Gaussian growth of its spread.
 
     (A clamped lookup is flat in s beyond the last row, so PN2V gets no training signal for
-    pixels brighter than the calibration.)
+    pixels brighter than the calibration; a shifted-only edge row keeps the edge's variance,
+    4·60 + 9 = 249 instead of 4·140 + 9 = 569 at s = 140.)
     """
     x, s = _pairs(n=200_000, s_max=60)
     m = HistogramNoiseModel.fit(x, s)
     assert m.s_first + (m.n_s - 1) * m.s_step == pytest.approx(60.0)
-    grid = torch.arange(20.0, 240.0, 0.25)
+    assert m.var_line[1] == pytest.approx(GAIN, rel=0.05)  # variance slope = gain
+    xs = np.arange(-100.0, 400.0)
+    for sv in (100.0, 140.0):
+        mean, var = m.moments(np.array([sv]), xs)
+        assert mean[0] == pytest.approx(sv, abs=1.0)
+        assert var[0] == pytest.approx(GAIN * sv + SIGMA**2, rel=0.05)
+    grid = np.arange(20.0, 240.0, 0.25)
     for xv in (100.0, 140.0):
-        w = torch.softmax(m.log_prob(torch.tensor(xv), grid), 0)
-        assert float((w * grid).sum()) == pytest.approx(xv, abs=2.0)  # flat-prior mean of s
-        # At s = x the density is the edge row's peak, far above the wide tail term.
+        w = torch.softmax(m.log_prob(torch.tensor(xv), torch.tensor(grid)), 0).numpy()
+        truth = np.array([_true_pmf(g, np.array([xv]))[0] for g in grid])
+        # The flat-prior posterior mean of s (above x: the spread grows with s) as the truth's.
+        assert float((w * grid).sum()) == pytest.approx((truth * grid).sum() / truth.sum(), abs=1.0)
+        # At s = x the density is near the truth's, far above the wide tail term.
         at_x = float(torch.exp(m.log_prob(torch.tensor(xv), torch.tensor(xv))))
-        edge_peak = float(m.table[-1].max())
-        assert at_x > 0.5 * edge_peak
-        for sv, sign in ((xv - 6.0, 1.0), (xv + 6.0, -1.0)):
-            st = torch.tensor(sv, requires_grad=True)
-            m.log_prob(torch.tensor(xv), st).backward()
-            assert float(st.grad) * sign > 0  # pulled towards x
+        assert at_x == pytest.approx(_true_pmf(xv, np.array([xv]))[0], rel=0.15)
+        # Pulled towards x: s = x ± 25 are less likely, and the gradient in s is finite and
+        # non-zero (its sign bin to bin follows the histogram's sampling noise, as in range).
+        at = m.log_prob(torch.tensor(xv), torch.tensor([xv - 25.0, xv, xv + 25.0]))
+        assert float(at[1]) > float(at[0]) + 0.3 and float(at[1]) > float(at[2]) + 0.3
+        st = torch.tensor(xv + 10.0, requires_grad=True)
+        m.log_prob(torch.tensor(xv), st).backward()
+        assert math.isfinite(float(st.grad)) and float(st.grad) != 0.0
     # Below the first row likewise (shifted first row), and the in-range lookup is unchanged.
     low = torch.arange(-60.0, 0.0, 0.25)
     w = torch.softmax(m.log_prob(torch.tensor(-30.0), low), 0)
