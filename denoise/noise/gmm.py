@@ -15,7 +15,11 @@ censored (:func:`denoise.noise.base.gaussian_log_prob`).
 
 Fitting maximises the mean log-likelihood of ``(x, s)`` pairs (a fixed random subset of at most
 ``max_pairs``) with full-batch L-BFGS in float64, deterministic for a seed; the model is then
-kept in float32.  The pairs come from calibration data (clean ``s``) or, for
+kept in float32.  A moment penalty ties the mixture's variance to the pairs' binned variance
+at every signal level (:func:`level_variances`; squared log ratio, weight ``moment_weight``):
+most pixels of a fluorescence image are dark background, and the likelihood alone let them
+bend the polynomials at the few bright levels (on FMD fish, N2V-bootstrapped pairs: a spread of
+6 grey levels at s = 169 where the pairs show 52).  The pairs come from calibration data (clean ``s``) or, for
 "bootstrapped" PN2V without calibration, from an N2V prediction used as pseudo-clean ``s``
 (see :mod:`denoise.noise.calibration`).
 """
@@ -39,6 +43,9 @@ DEGREE = 2
 #: L-BFGS iterations of the fit, and the pairs it uses at most (a fixed random subset).
 FIT_STEPS = 100
 FIT_PAIRS = 100_000
+#: Weight of the moment penalty (module docstring) and the signal bins it compares.
+MOMENT_WEIGHT = 1.0
+MOMENT_BINS = 16
 
 
 def _softplus_inv(y: float) -> float:
@@ -129,6 +136,17 @@ class GMMNoiseModel(NoiseModelBase):
         w = logw.exp()
         return (w * (var + (mu - s[..., None]) ** 2)).sum(dim=-1)
 
+    def recorded_variance(self, s: torch.Tensor) -> torch.Tensor:
+        """Variance of the recorded value at ``s`` (1D): rounded and clipped where the recording
+        is (summed over every recordable value), else :meth:`variance` plus the rounding's."""
+        lo, hi, q = self.clip_low, self.clip_high, self.quantum
+        if q > 0 and lo is not None and hi is not None and (hi - lo) / q <= 4096:
+            grid = torch.arange(lo, hi + 0.5 * q, q, dtype=s.dtype, device=s.device)
+            p = torch.softmax(self.log_prob(grid[None, :], s[:, None]), dim=-1)
+            mean = (p * grid).sum(-1, keepdim=True)
+            return (p * (grid - mean) ** 2).sum(-1)
+        return self.variance(s) + q * q / 12.0
+
     @classmethod
     def fit(
         cls,
@@ -143,6 +161,7 @@ class GMMNoiseModel(NoiseModelBase):
         steps: int = FIT_STEPS,
         max_pairs: int = FIT_PAIRS,
         seed: int = 0,
+        moment_weight: float = MOMENT_WEIGHT,
     ) -> GMMNoiseModel:
         """Maximum-likelihood fit to calibration (or pseudo-calibration) pairs.
 
@@ -162,6 +181,8 @@ class GMMNoiseModel(NoiseModelBase):
             Pairs used at most (a random subset; the fit is full-batch).
         seed
             Seed of the subset and of the symmetry-breaking initialisation.
+        moment_weight
+            Weight of the moment penalty (module docstring; 0: likelihood only).
         """
         x = np.asarray(x, dtype=np.float64).ravel()
         s = np.asarray(s, dtype=np.float64).ravel()
@@ -179,12 +200,17 @@ class GMMNoiseModel(NoiseModelBase):
             # Quantised data: interval probabilities stay ≤ 1, so a component may be much
             # narrower than the rounding step (one "spike" value, e.g. a black level).
             min_var = max((0.1 * quantum) ** 2, 1e-6 * scale * scale)
+        bounded = quantum > 0 and clip_low is not None and clip_high is not None
+        levels = level_variances(
+            x, s, s_low, s_high, *((None, None) if bounded else (clip_low, clip_high))
+        )
         init = _initial_coeffs(x, s, s_low, s_high, scale, min_var, n_gaussians, degree, seed)
         model = cls(init, s_low, s_high, scale, min_var, quantum, clip_low, clip_high)
         if x.size > max_pairs:
             keep = np.sort(np.random.default_rng(seed).choice(x.size, max_pairs, replace=False))
             x, s = x[keep], s[keep]
         xt, st = torch.from_numpy(x), torch.from_numpy(s)
+        lv_s, lv_v = (torch.from_numpy(a) for a in levels)
         model.double()
         if steps > 0:
             model.coeffs.requires_grad_(True)
@@ -201,6 +227,9 @@ class GMMNoiseModel(NoiseModelBase):
             def closure() -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
                 loss = -model.log_prob(xt, st).mean()
+                if moment_weight > 0 and lv_s.numel():
+                    ratio = torch.log(model.recorded_variance(lv_s) / lv_v)
+                    loss = loss + moment_weight * (ratio * ratio).mean()
                 loss.backward()
                 return loss
 
@@ -287,3 +316,38 @@ def _initial_coeffs(
         coeffs[2, j, : deg + 1] = np.polyfit(um, target, deg)[::-1]
         coeffs[0, j, 0] = 0.01 * rng.standard_normal()
     return coeffs
+
+
+def level_variances(
+    x: np.ndarray,
+    s: np.ndarray,
+    s_low: float,
+    s_high: float,
+    clip_low: float | None = None,
+    clip_high: float | None = None,
+    bins: int = MOMENT_BINS,
+    min_pairs: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``s`` and variance of ``x − s`` in equal-width ``s`` bins over ``[s_low, s_high]``.
+
+    Bins with fewer than ``min_pairs`` pairs are left out, and so are bins with more than 1 %
+    of their ``x`` at a given clip level (pass the clip levels only where the model's variance
+    is not computed as recorded, i.e. censored: censoring shrinks the recorded variance).
+    """
+    idx = np.clip(((s - s_low) / (s_high - s_low) * bins).astype(np.int64), 0, bins - 1)
+    clipped = np.zeros(x.shape, dtype=bool)
+    if clip_low is not None:
+        clipped |= x <= clip_low
+    if clip_high is not None:
+        clipped |= x >= clip_high
+    out_s, out_v = [], []
+    for b in range(bins):
+        k = idx == b
+        n = int(k.sum())
+        if n < min_pairs or clipped[k].mean() > 0.01:
+            continue
+        v = float(np.var(x[k] - s[k]))
+        if v > 0:
+            out_s.append(float(s[k].mean()))
+            out_v.append(v)
+    return np.asarray(out_s, dtype=np.float64), np.asarray(out_v, dtype=np.float64)
