@@ -172,7 +172,12 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
         summary = train_pn2v(
             store,
             d,
-            TrainConfig(**base, learning_rate=args.lr_pn2v, pn2v_mean_weight=args.mean_weight),
+            TrainConfig(
+                **base,
+                learning_rate=args.lr_pn2v,
+                pn2v_mean_weight=args.mean_weight,
+                pn2v_posterior=args.posterior,
+            ),
             args.seed,
             nm,
             fingerprint=f"pn2v_fmd:{name}:{key}:{digest(nm, args)}",
@@ -197,6 +202,9 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
             "spread": summary["spread"],
             "calibration": summary.get("calibration"),
             "val_nll": summary["final_val_loss"],
+            "posterior": {
+                k: v for k, v in (summary.get("posterior") or {}).items() if k != "scores"
+            },
         }
         log_line(name, key, res[key])
         torch.set_num_threads(args.threads)
@@ -358,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-pn2v", type=float, default=2e-3)
     ap.add_argument(
         "--spread", type=float, default=0.1, help="PN2V initial sample spread (1: plain)"
+    )
+    ap.add_argument(
+        "--posterior",
+        choices=("paper", "frames"),
+        default="paper",
+        help="PN2V posterior: the paper's MMSE, or spread and temperature tuned by next-frame "
+        "MSE on the 4 raw frames (train.pn2v_posterior; no ground truth)",
     )
     ap.add_argument(
         "--mean-weight",

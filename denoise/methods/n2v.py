@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.pt"
 #: Config fields that do not change what is computed (excluded from the resume check).
 _RUNTIME_FIELDS = {"max_minutes", "device", "threads"}
+#: Settings applied after the training loop (the checkpoint does not depend on them).
+_POST_TRAINING_FIELDS = {"pn2v_posterior"}
 _TRAIN_STREAM, _VAL_STREAM = 1, 2
 
 
@@ -242,7 +244,8 @@ def _validate(
 def _resume_key(
     cfg: TrainConfig, seed: int, method: str, fingerprint: str, ndim: int
 ) -> dict[str, Any]:
-    conf = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RUNTIME_FIELDS}
+    skip = _RUNTIME_FIELDS | _POST_TRAINING_FIELDS
+    conf = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in skip}
     return {
         "config": conf,
         "seed": seed,
@@ -333,7 +336,9 @@ def train_n2v(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
         # Mixed precision (GPU speed): bf16 autocast, or fp16 with a gradient scaler.
         low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.precision)
-        scaler = torch.amp.GradScaler(device.type, enabled=low is torch.float16 and device.type == "cuda")
+        scaler = torch.amp.GradScaler(
+            device.type, enabled=low is torch.float16 and device.type == "cuda"
+        )
         batches = _Batches(sampler, cfg, seed, n2v2)
         history: list[dict[str, Any]] = []
         start_epoch, prev_seconds = 0, 0.0
@@ -386,7 +391,9 @@ def train_n2v(
                     for inp, tgt, mask in loader:
                         if device.type == "cuda":
                             inp = inp.pin_memory()
-                        with torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
+                        with torch.autocast(
+                            device.type, dtype=low or torch.float32, enabled=low is not None
+                        ):
                             out = model(inp.to(device, non_blocking=True))
                             loss = objective.loss(out.float(), tgt.to(device), mask.to(device))
                         opt.zero_grad(set_to_none=True)

@@ -28,6 +28,9 @@ Choices the paper leaves open, written down:
   blind-spot pixels with the same likelihood score (:func:`calibrate_prior`); no ground truth.
 * The loss is averaged over masked pixels; the validation score is the same negative
   log-likelihood.
+* Posterior tuning (optional, ``train.pn2v_posterior: frames``): the samples' spread and the
+  likelihood's temperature chosen by next-frame MSE on repeated frames
+  (:mod:`denoise.methods.pn2v_tuning`); no ground truth.
 * A store with several channels is refused: the shared loop binds one channel's
   normalisation, and each channel has its own noise model, so train one model per channel.
 """
@@ -278,6 +281,11 @@ def train_pn2v(
             f"{arr.shape[axes.index('c')]} channels, each with its own noise model); "
             "split the channels into separate datasets"
         )
+    if cfg.pn2v_posterior == "frames" and ("t" not in axes or arr.shape[axes.index("t")] < 2):
+        raise ValueError(
+            f"{store}: train.pn2v_posterior 'frames' tunes the posterior on repeated frames, "
+            f"but the store has axes {axes!r} with no second frame along t; use 'paper'"
+        )
     model = as_noise_model(noise_model, arr.dtype)
     objective = PN2VObjective(model, cfg.pn2v_samples, spread, learn_spread, cfg.pn2v_mean_weight)
     summary = train_n2v(
@@ -300,6 +308,15 @@ def train_pn2v(
         cal = calibrate_prior(model_dir, store, cfg, seed, model)
         out["sha256"] = cal.pop("sha256")
         out["calibration"] = cal
+    from denoise.methods.pn2v_tuning import reset_posterior, tune_posterior
+
+    if cfg.pn2v_posterior == "frames":
+        pcfg = PredictConfig(device=cfg.device, threads=cfg.threads)
+        tuned = tune_posterior(model_dir, store, pcfg)
+        out["sha256"] = tuned.pop("sha256")
+        out["posterior"] = tuned
+    elif (sha := reset_posterior(model_dir)) is not None:
+        out["sha256"] = sha  # a model tuned by an earlier run with 'frames'
     return out
 
 
@@ -537,6 +554,9 @@ class PN2VPredictor:
         )
         self.weight = w.mean(0, keepdim=True) + self.spread * (w - w.mean(0, keepdim=True))
         self.bias = b.mean() + self.spread * (b - b.mean())
+        post = objective.get("posterior") or {}
+        self.posterior_scale = float(post.get("scale", 1.0))
+        self.temperature = float(post.get("temperature", 1.0))
         cal = objective.get("calibration")
         self.calibration: tuple[torch.Tensor, torch.Tensor] | None = None
         if cal:
@@ -592,33 +612,55 @@ class PN2VPredictor:
         if channel < len(self.net.constant) and self.net.constant[channel]:
             return np.stack([raw, np.zeros_like(raw)], axis=1)
         feats = self._features(np.ascontiguousarray((raw - mean) / std))
+        out = np.empty((raw.shape[0], 2, *raw.shape[1:]), dtype=np.float32)
+        for i in range(raw.shape[0]):
+            x = torch.from_numpy(raw[i]).to(self.net.device)
+            mmse, sd = self.posterior(feats[i : i + 1], x, mean, std)
+            out[i, 0] = mmse.cpu().numpy()
+            out[i, 1] = sd.cpu().numpy()
+        return out
+
+    def posterior(
+        self,
+        feat: torch.Tensor,
+        x: torch.Tensor,
+        mean: float,
+        std: float,
+        scale: float | None = None,
+        temperature: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """MMSE and posterior std of one tile from its features ``(1, F, *spatial)``.
+
+        ``scale`` multiplies the samples' spread around their mean (on top of the prior
+        calibration) and ``temperature`` the log-likelihood; ``None``: the model's tuned values
+        (:func:`denoise.methods.pn2v_tuning.tune_posterior`; 1 and 1 when untuned, the paper's
+        posterior).
+        """
+        scale = self.posterior_scale if scale is None else float(scale)
+        temperature = self.temperature if temperature is None else float(temperature)
         weight, bias = self.weight, self.bias
         conv = F.conv2d if self.ndim == 2 else F.conv3d
-        out = np.empty((raw.shape[0], 2, *raw.shape[1:]), dtype=np.float32)
-        kc = self.k_chunk(int(np.prod(raw.shape[1:])))
+        kc = self.k_chunk(int(x.numel()))
         with torch.inference_mode():
-            for i in range(raw.shape[0]):
-                feat = feats[i : i + 1]
-                x = torch.from_numpy(raw[i]).to(self.net.device)
-                acc = _Accumulator(x)
-                factor = centre = None
+            acc = _Accumulator(x)
+            centre = None
+            factor: torch.Tensor | float = scale
+            if self.calibration is not None or scale != 1.0:
+                # The prior mean is linear in the features: one extra 1×1 convolution.
+                w_mean = weight.mean(0, keepdim=True)
+                centre = conv(feat, w_mean, bias.mean().reshape(1))[0]
+                centre = centre * float(std) + float(mean)
                 if self.calibration is not None:
-                    # The prior mean is linear in the features: one extra 1×1 convolution.
-                    w_mean = weight.mean(0, keepdim=True)
-                    centre = conv(feat, w_mean, bias.mean().reshape(1))[0]
-                    centre = centre * float(std) + float(mean)
-                    factor = _interp(centre, *self.calibration)
-                for k0 in range(0, self.samples, kc):
-                    k1 = min(self.samples, k0 + kc)
-                    s = conv(feat, weight[k0:k1], bias[k0:k1])[0]
-                    s = s * float(std) + float(mean)
-                    if factor is not None:
-                        s = centre + factor * (s - centre)
-                    acc.add(s, self.noise_model.log_prob(x[None], s))
-                mmse, sd = acc.result()
-                out[i, 0] = mmse.cpu().numpy()
-                out[i, 1] = sd.cpu().numpy()
-        return out
+                    factor = scale * _interp(centre, *self.calibration)
+            for k0 in range(0, self.samples, kc):
+                k1 = min(self.samples, k0 + kc)
+                s = conv(feat, weight[k0:k1], bias[k0:k1])[0]
+                s = s * float(std) + float(mean)
+                if centre is not None:
+                    s = centre + factor * (s - centre)
+                logp = self.noise_model.log_prob(x[None], s)
+                acc.add(s, logp if temperature == 1.0 else temperature * logp)
+            return acc.result()
 
     def predict_image(self, image: np.ndarray, channel: int = 0) -> np.ndarray:
         """Whole-image prediction ``(*spatial)`` -> ``(2, *spatial)`` (reflect padding by the halo).
@@ -645,5 +687,7 @@ class PN2VPredictor:
             "samples": self.samples,
             "spread": self.spread,
             "calibrated": self.calibration is not None,
+            "posterior_scale": self.posterior_scale,
+            "temperature": self.temperature,
             "noise_model": self.noise_model.kind,
         }
