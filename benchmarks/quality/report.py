@@ -30,12 +30,20 @@ PEERS = {
 CSV_FIELDS = (
     "set", "image", "method", "label", "primary", "psnr", "psnr_255", "ssim", "si_psnr",
     "seconds_unit", "frames_scored", "score", "score_seconds", "budget", "sigma", "steps",
-    "stop", "load1",
+    "stop", "load1", "score_next",
 )  # fmt: skip
+#: The no-reference rankings compared with the true metric: the blind-spot score, the
+#: next-frame score (sets with repeated frames), and the best available per image (next-frame
+#: where the data have frames, else blind-spot).
+SCORES = {
+    "best": "next-frame where the data have frames, else blind-spot",
+    "score": "blind-spot masked-pixel score",
+    "score_next": "next-frame score",
+}
 
 
 _NUMERIC = ("psnr", "psnr_255", "ssim", "si_psnr", "seconds_unit", "frames_scored", "score",
-            "score_seconds", "sigma", "steps", "load1")  # fmt: skip
+            "score_seconds", "sigma", "steps", "load1", "score_next")  # fmt: skip
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
@@ -62,13 +70,19 @@ def _order(rows: Sequence[dict[str, Any]]) -> list[str]:
     return seen
 
 
-def ranking_agreement(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """How often the no-reference score orders two methods as the true metric does.
+def _finite(v: Any) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def ranking_agreement(rows: Sequence[dict[str, Any]], key: str = "best") -> dict[str, Any]:
+    """How often a no-reference score orders two methods as the true metric does.
 
     Within every scored image, every pair of methods that both have a finite score is
     compared: the pair agrees when the lower score goes with the higher primary metric (PSNR,
     or the affine-fitted PSNR where the set says so).  Computed from the scores alone; the
-    ground truth enters only through the metric it is compared with.
+    ground truth enters only through the metric it is compared with.  ``key`` is a column
+    (``score``: blind-spot, ``score_next``: next-frame) or ``best``: per image, the next-frame
+    score when every method of the image has one, else the blind-spot score (:data:`SCORES`).
 
     Returns
     -------
@@ -78,15 +92,20 @@ def ranking_agreement(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     by_image: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if isinstance(r.get("score"), float) and math.isfinite(r["score"]):
+        if r["method"] != "noisy":
             by_image.setdefault((r["set"], r["image"]), []).append(r)
     pairs = []
-    for (s, image), rs in by_image.items():
+    for (s, image), all_rs in by_image.items():
+        col = key
+        if key == "best":
+            with_next = [r for r in all_rs if _finite(r.get("score_next"))]
+            col = "score_next" if with_next and len(with_next) == len(all_rs) else "score"
+        rs = [r for r in all_rs if _finite(r.get(col))]
         for a, b in itertools.combinations(rs, 2):
             metric = a["primary"]
-            dm, ds = a[metric] - b[metric], a["score"] - b["score"]
+            dm, ds = a[metric] - b[metric], a[col] - b[col]
             pairs.append({"set": s, "image": image, "a": a["method"], "b": b["method"],
-                          "metric": metric, "delta_metric": dm, "delta_score": ds,
+                          "metric": metric, "score": col, "delta_metric": dm, "delta_score": ds,
                           "agree": bool(dm * ds < 0 or (dm == 0 and ds == 0))})  # fmt: skip
 
     def summary(ps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -206,7 +225,8 @@ def write_outputs(
             w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
     agree = ranking_agreement(rows)
     with paths[1].open("w", newline="") as fh:
-        fields = ["set", "image", "a", "b", "metric", "delta_metric", "delta_score", "agree"]
+        fields = ["set", "image", "a", "b", "metric", "score", "delta_metric", "delta_score",
+                  "agree"]  # fmt: skip
         w = csv.DictWriter(fh, fields)
         w.writeheader()
         for p in agree["pairs"]:
@@ -257,18 +277,33 @@ def markdown(
                   f"Per image ({'SI-PSNR' if primary == 'si_psnr' else 'PSNR'}, dB):", "",
                   *per_image_table(rows, s), ""]  # fmt: skip
     ranked = sorted({p["a"] for p in agree["pairs"]} | {p["b"] for p in agree["pairs"]})
+    blind, nxt = ranking_agreement(rows, "score"), ranking_agreement(rows, "score_next")
     lines += ["## No-reference ranking vs true PSNR", "",
               f"Methods ranked: {', '.join(ranked) or '–'}. Per image, every pair of methods is "
-              "compared; a pair agrees when the lower blind-spot score goes with the higher PSNR "
-              "(SI-PSNR on the time-lapse).", "",
-              "| set | pairs | agree | % |", "|---|---|---|---|"]  # fmt: skip
+              "compared; a pair agrees when the lower no-reference score goes with the higher "
+              "PSNR (SI-PSNR on the time-lapse). Scores (GT not used): blind-spot masked-pixel "
+              "score; next-frame score (mean squared difference to the raw neighbouring frames, "
+              "sets with repeated frames only); 'best available' = next-frame where the data "
+              "have frames, else blind-spot (what the pipeline reports).", "",
+              "| set | pairs | best available: agree | % | blind-spot: agree / pairs | % "
+              "| next-frame: agree / pairs | % |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def cell(a: dict[str, Any], s: str | None) -> str:
+        x = a["overall"] if s is None else a["sets"].get(s)
+        if not x or not x["pairs"]:
+            return "– | –"
+        return f"{x['agree']} / {x['pairs']} | {_f(x['percent'], '{:.1f}')}"
+
     for s, a in agree["sets"].items():
-        lines.append(f"| {s} | {a['pairs']} | {a['agree']} | {_f(a['percent'], '{:.1f}')} |")
+        lines.append(f"| {s} | {a['pairs']} | {a['agree']} | {_f(a['percent'], '{:.1f}')} | "
+                     f"{cell(blind, s)} | {cell(nxt, s)} |")  # fmt: skip
     o = agree["overall"]
-    lines += [f"| **all** | {o['pairs']} | {o['agree']} | **{_f(o['percent'], '{:.1f}')}** |", ""]
+    lines += [f"| **all** | {o['pairs']} | {o['agree']} | **{_f(o['percent'], '{:.1f}')}** | "
+              f"{cell(blind, None)} | {cell(nxt, None)} |", ""]  # fmt: skip
     bad = [p for p in agree["pairs"] if not p["agree"]]
     if bad:
-        lines += ["Disagreeing pairs (Δ metric dB, Δ score):", ""]
+        lines += ["Disagreeing pairs of the best-available ranking (Δ metric dB, Δ score):", ""]
         lines += [f"- {p['set']}/{p['image']}: {p['a']} vs {p['b']} "
                   f"({p['delta_metric']:+.2f}, {p['delta_score']:+.3g})" for p in bad[:40]]  # fmt: skip
         if len(bad) > 40:

@@ -115,7 +115,7 @@ def run_benchmark(
         One row per (scored frame, method) with metrics, seconds and the no-reference score;
         the notes (skipped methods, fallbacks, failures).
     """
-    from denoise.metrics.noref import masked_pixel_score
+    from denoise.metrics.noref import masked_pixel_score, next_frame_score
 
     plan_skips = plan_skips or {}
     notes: list[str] = []
@@ -151,7 +151,10 @@ def run_benchmark(
             )
             say(f"    FAILED: {exc}")
             continue
-        rows.extend(_score_rows(item, method, out, seconds, extra, load1, ctx, masked_pixel_score))
+        rows.extend(
+            _score_rows(item, method, out, seconds, extra, load1, ctx, masked_pixel_score,
+                        next_frame_score)
+        )  # fmt: skip
         if extra.get("note"):
             notes.append(f"{method} on {item.set}/{item.name}: {extra['note']}")
         took = time.perf_counter() - t0
@@ -176,8 +179,10 @@ def _score_rows(
     load1: float,
     ctx: Context,
     score: Callable[..., float],
+    next_score: Callable[..., float],
 ) -> list[dict[str, Any]]:
     fns = extra.get("score_fns") if method not in UNRANKED else None
+    n_t = item.noisy.shape[0] if item.noisy.ndim == 3 else 1
     rows = []
     for j, k in enumerate(item.frames):
         row: dict[str, Any] = {
@@ -198,6 +203,10 @@ def _score_rows(
             score(item.plane(k), fns[j], SCORE_FRACTION, ctx.score_seed, 1) if fns else math.nan
         )
         row["score_seconds"] = time.perf_counter() - t0
+        # Repeated frames: the estimate against the raw neighbouring frames (needs no masking,
+        # so every method but the input itself gets it).
+        near = [item.noisy[u] for u in (k - 1, k + 1) if 0 <= u < n_t]
+        row["score_next"] = next_score(out[j], near) if near and method != "noisy" else math.nan
         rows.append(row)
     return rows
 
@@ -218,7 +227,9 @@ def merge(csvs: Sequence[str], out: Path, argv: Sequence[str]) -> int:
             "cores": os.cpu_count(), "seed": 0}  # fmt: skip
     notes = [f"{m}: not in the no-reference ranking ({why})" for m, why in UNRANKED.items()]
     paths = report.write_outputs(rows, notes, info, out)
-    print(f"no-reference ranking agreement: {report.ranking_agreement(rows)['overall']['text']}")
+    for key in report.SCORES:
+        text = report.ranking_agreement(rows, key)["overall"]["text"]
+        print(f"no-reference ranking agreement ({report.SCORES[key]}): {text}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -295,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         rows, notes = run_benchmark(items, methods, ctx, skips, on_task=partial)
     final = info()
     paths = report.write_outputs(rows, [*notes, *extra_notes], final, args.out)
-    agree = report.ranking_agreement(rows)
-    print(f"\nno-reference ranking agreement: {agree['overall']['text']}")
+    for key in report.SCORES:
+        text = report.ranking_agreement(rows, key)["overall"]["text"]
+        print(f"no-reference ranking agreement ({report.SCORES[key]}): {text}")
     print(f"wall {final['wall_s']:.0f} s, CPU {final['cpu_s']:.0f} s, load average start "
           f"{load_start[0]:.2f} end {final['load_end'][0]:.2f}; wrote "
           f"{', '.join(str(p) for p in paths)}")  # fmt: skip

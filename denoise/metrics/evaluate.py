@@ -240,7 +240,11 @@ def no_reference(
     Per output: the residual ``raw − output`` variance over the noise model's predicted variance
     (pooled over planes; ``None`` without a noise model) and the residual's lag-1
     autocorrelation along ``y`` and ``x`` (mean over planes); see
-    :func:`denoise.metrics.noref.residual_check` for how to read them.
+    :func:`denoise.metrics.noref.residual_check` for how to read them.  With two frames or more
+    along ``t``, also ``next_frame_mse``: the mean squared difference between each denoised
+    frame and the raw frames next to it (:func:`denoise.metrics.noref.next_frame_score`;
+    ``MSE + noise variance`` for a static scene, so lower is better and differences between
+    outputs are differences of their true MSE).
     """
     from denoise.metrics.noref import lag1_autocorrelation
     from denoise.noise.poisson_gaussian import channel_params, predicted_variance
@@ -266,6 +270,7 @@ def no_reference(
             acy.append(ac["y"])
             acx.append(ac["x"])
         result[name] = {
+            "next_frame_mse": _next_frame_mse(raw, axes, arr),
             "residual_var": res_sq / n,
             "variance_ratio": (res_sq / pred_sum)
             if noise_params is not None and pred_sum > 0
@@ -273,6 +278,29 @@ def no_reference(
             "autocorrelation": {"y": float(np.mean(acy)), "x": float(np.mean(acx))},
         }
     return result
+
+
+def _next_frame_mse(raw: Any, axes: str, out: Any) -> float | None:
+    """Mean over planes and neighbouring frames of ``(out[t] − raw[t ± 1])²``; ``None`` without
+    a second frame along ``t``."""
+    if "t" not in axes or raw.shape[axes.index("t")] < 2:
+        return None
+    ti = axes.index("t")
+    n_t = raw.shape[ti]
+    lead = [a for a in axes if a not in "yxt"]
+    total = 0.0
+    count = 0
+    for combo in itertools.product(*(range(raw.shape[axes.index(a)]) for a in lead)):
+        idx = dict(zip(lead, combo, strict=True))
+        for t in range(n_t):
+            key = tuple(t if a == "t" else idx.get(a, slice(None)) for a in axes)
+            d = np.asarray(out[key], dtype=np.float64)
+            for u in (t - 1, t + 1):
+                if 0 <= u < n_t:
+                    nkey = tuple(u if a == "t" else idx.get(a, slice(None)) for a in axes)
+                    total += float(np.sum((d - np.asarray(raw[nkey], dtype=np.float64)) ** 2))
+                    count += d.size
+    return total / count
 
 
 def _fmt(v: Any) -> str:
@@ -306,11 +334,21 @@ def write_tables(result: Mapping[str, Any], json_path: str | Path, tsv_path: str
             )
     else:
         lines = [
-            "\t".join(["source", "residual_var", "variance_ratio", "autocorr_y", "autocorr_x"])
+            "\t".join(
+                [
+                    "source",
+                    "residual_var",
+                    "variance_ratio",
+                    "autocorr_y",
+                    "autocorr_x",
+                    "next_frame_mse",
+                ]
+            )
         ]
         for src, m in result["no_reference"].items():
             ac = m["autocorrelation"]
             vals = [m["residual_var"], m["variance_ratio"], ac["y"], ac["x"]]
+            vals.append(m.get("next_frame_mse"))
             lines.append("\t".join([src, *(_fmt(v) for v in vals)]))
     atomic_write_json(json_path, dict(result))
     atomic_write_text(tsv_path, "\n".join(lines) + "\n")

@@ -12,6 +12,13 @@
   noise variance``, so methods can be ranked on the same data and seed without ground truth.
   It is defined in :mod:`denoise.methods.classical` (the Gaussian method uses it to pick σ) and
   re-exported here.
+* :func:`next_frame_score` — for repeated frames of a (nearly) static scene (a ``t`` axis): the
+  mean squared difference between a frame's denoised estimate and the RAW neighbouring frames.
+  Their noise is independent of the estimate, so it estimates ``MSE(estimate, signal) + noise
+  variance`` (+ the scene's change between neighbours) for ANY method, without masking: unlike
+  the blind-spot score it scores the method's real output (a filter that uses the centre pixel
+  is not handicapped) and it does not depend on the noise being spatially independent.  Where
+  the data have frames it is the score to rank by.
 """
 
 from __future__ import annotations
@@ -27,7 +34,41 @@ from denoise.noise.poisson_gaussian import channel_params, predicted_variance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["lag1_autocorrelation", "masked_pixel_score", "rank_methods", "residual_check"]
+__all__ = [
+    "lag1_autocorrelation",
+    "masked_pixel_score",
+    "next_frame_score",
+    "rank_methods",
+    "residual_check",
+]
+
+
+def next_frame_score(estimate: np.ndarray, neighbours: list[np.ndarray]) -> float:
+    """Mean squared difference between ``estimate`` (of one frame) and its raw neighbours.
+
+    Parameters
+    ----------
+    estimate
+        Denoised frame (raw units).
+    neighbours
+        The raw frames before and/or after it (same shape), e.g. ``[x[t - 1], x[t + 1]]``.
+
+    Returns
+    -------
+    float
+        ``mean((estimate − neighbour)²)`` over every neighbour: ``MSE(estimate, signal) +
+        noise variance`` for a static scene (module docstring); lower is better.
+    """
+    if not neighbours:
+        raise ValueError("next_frame_score needs at least one neighbouring frame")
+    est = np.asarray(estimate, dtype=np.float64)
+    diffs = []
+    for nb in neighbours:
+        nb = np.asarray(nb, dtype=np.float64)
+        if nb.shape != est.shape:
+            raise ValueError(f"neighbouring frame has shape {nb.shape}, the estimate {est.shape}")
+        diffs.append(float(np.mean((est - nb) ** 2)))
+    return float(np.mean(diffs))
 
 
 def lag1_autocorrelation(r: np.ndarray) -> dict[str, float]:

@@ -106,6 +106,10 @@ def test_without_ground_truth_gives_no_reference_figures(tmp_path, timelapse):
     assert nr["residual_var"] == pytest.approx(np.mean([f.var() for f in r]), rel=1e-9)
     assert 0.3 < nr["variance_ratio"] < 3
     assert -0.5 < nr["autocorrelation"]["x"] < 0.5
+    # Two frames: each denoised frame against the other raw frame.
+    f64 = frames.astype(np.float64)
+    expect = (np.mean((den[0] - f64[1]) ** 2) + np.mean((den[1] - f64[0]) ** 2)) / 2
+    assert nr["next_frame_mse"] == pytest.approx(expect, rel=1e-9)
     assert (
         evaluate(raw, {"gaussian": out}, "")["no_reference"]["gaussian"]["variance_ratio"] is None
     )
