@@ -131,6 +131,18 @@ def dataset_section(results: Path, name: str, cfg: ReportConfig) -> str:
             "<details open><summary>No-reference figures</summary><pre>"
             f"{html.escape(json.dumps(noref, indent=1, sort_keys=True))}</pre></details>"
         )
+        nf = {k: v.get("next_frame_mse") for k, v in noref.items() if isinstance(v, dict)}
+        nf = {k: v for k, v in nf.items() if v is not None}
+        if nf:
+            best = min(nf, key=nf.__getitem__)
+            parts.append(
+                "<p>Next-frame score (each denoised frame against the raw neighbouring frames; "
+                "it estimates MSE to the signal + the noise variance, so lower is better and "
+                "differences between outputs are differences of their true MSE, for a static "
+                "scene): "
+                + ", ".join(f"{html.escape(k)} {v:.4g}" for k, v in nf.items())
+                + f"; lowest: <b>{html.escape(best)}</b>.</p>"
+            )
     # Before / after crops.
     outputs = predict.get("outputs") or {"denoised": str(d / "denoised.ome.zarr")}
     store = ingest.get("store")
