@@ -636,13 +636,25 @@ class PN2VPredictor:
         (:func:`denoise.methods.pn2v_tuning.tune_posterior`; 1 and 1 when untuned, the paper's
         posterior).
         """
+        t = self.temperature if temperature is None else float(temperature)
+        return self.posteriors(feat, x, mean, std, scale, (t,))[0]
+
+    def posteriors(
+        self,
+        feat: torch.Tensor,
+        x: torch.Tensor,
+        mean: float,
+        std: float,
+        scale: float | None,
+        temperatures: tuple[float, ...],
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`posterior` for several temperatures at once (the likelihood is evaluated once)."""
         scale = self.posterior_scale if scale is None else float(scale)
-        temperature = self.temperature if temperature is None else float(temperature)
         weight, bias = self.weight, self.bias
         conv = F.conv2d if self.ndim == 2 else F.conv3d
         kc = self.k_chunk(int(x.numel()))
         with torch.inference_mode():
-            acc = _Accumulator(x)
+            accs = [_Accumulator(x) for _ in temperatures]
             centre = None
             factor: torch.Tensor | float = scale
             if self.calibration is not None or scale != 1.0:
@@ -659,8 +671,9 @@ class PN2VPredictor:
                 if centre is not None:
                     s = centre + factor * (s - centre)
                 logp = self.noise_model.log_prob(x[None], s)
-                acc.add(s, logp if temperature == 1.0 else temperature * logp)
-            return acc.result()
+                for acc, t in zip(accs, temperatures, strict=True):
+                    acc.add(s, logp if t == 1.0 else float(t) * logp)
+            return [acc.result() for acc in accs]
 
     def predict_image(self, image: np.ndarray, channel: int = 0) -> np.ndarray:
         """Whole-image prediction ``(*spatial)`` -> ``(2, *spatial)`` (reflect padding by the halo).

@@ -96,9 +96,11 @@ def posterior_scores(
         padded = np.pad(frame, widths, mode="reflect")
         feat = predictor._features(np.ascontiguousarray((padded[None] - mean) / std))
         x = torch.from_numpy(padded).to(predictor.net.device)
-        for g, (s, t) in enumerate(grid):
-            mmse, _ = predictor.posterior(feat, x, mean, std, s, t)
-            est[g, i] = mmse.cpu().numpy()[crop]
+        for a, s in enumerate(scales):
+            # One likelihood evaluation per scale serves every temperature.
+            outs = predictor.posteriors(feat, x, mean, std, s, tuple(temperatures))
+            for b, (mmse, _) in enumerate(outs):
+                est[a * len(temperatures) + b, i] = mmse.cpu().numpy()[crop]
     ref = frames.astype(np.float64)
     pairs = [(i, j) for i in range(len(frames)) for j in (i - 1, i + 1) if 0 <= j < len(frames)]
     return [
