@@ -293,6 +293,17 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                     + ", ".join(f"{v:+.2f}" for v in d)
                     + ")"
                 )
+    for m in sp_cols:
+        tuned = [(x["config"], x[m].get("posterior")) for x in results if m in x]
+        if any(p for _, p in tuned):
+            lines.append(
+                f"- {m} posterior tuned on the frames (spread × scale, temperature): "
+                + ", ".join(
+                    f"{c.removeprefix('Confocal_')} {p['scale']:g} / {p['temperature']:g}"
+                    for c, p in tuned
+                    if p
+                )
+            )
     return "\n".join(lines)
 
 
@@ -302,7 +313,9 @@ def footer(ns: argparse.Namespace, timing: str) -> str:
         f"\n\nBudget: {ns.steps} optimiser steps per network (batch 16, patch 64, U-Net depth 2, "
         f"32 features), K = {ns.samples}, lr N2V {ns.lr_n2v:g} / PN2V {ns.lr_pn2v:g}, initial "
         f"spread {ns.spread:g}, prior calibration {'off' if ns.no_calibrate else 'on'}, "
-        f"histogram {'as calibrated' if ns.no_align else 'with E[x|s] = s alignment'}; the "
+        f"histogram {'as calibrated' if ns.no_align else 'with E[x|s] = s alignment'}, N2V "
+        f"term weight {getattr(ns, 'mean_weight', 0.0):g}, posterior "
+        f"{getattr(ns, 'posterior', 'paper')}; the "
         f"bootstrapped PN2V also uses the N2V model (2 × {ns.steps} steps in all).  {timing} "
         "(2 shared cores).\n"
     )
