@@ -357,7 +357,7 @@ def calibrate_prior(
     """
     from denoise.methods.masking import mask_batch
     from denoise.methods.patches import PatchSampler
-    from denoise.models.store import load_model, save_model
+    from denoise.models.store import load_model
 
     model, meta = load_model(model_dir)  # on the CPU, like the noise model from here on
     noise_model.to("cpu")
@@ -400,9 +400,7 @@ def calibrate_prior(
     factors = [float(math.exp(np.median(padded[i : i + 3]))) for i in range(len(raw_factors))]
     pixels = int(x.numel())
     objective["calibration"] = {"levels": levels, "factors": factors}
-    new_meta = {k: val for k, val in meta.items() if k not in ("sha256", "halo", "multiple")}
-    new_meta["objective"] = objective
-    info = save_model(model_dir, model, new_meta)
+    info = rewrite_objective(model_dir, model, meta, objective)
     log.info(
         "PN2V prior calibrated on %d blind-spot pixels: factors %s at levels %s",
         pixels,
@@ -410,6 +408,20 @@ def calibrate_prior(
         np.round(levels, 3).tolist(),
     )
     return {"levels": levels, "factors": factors, "pixels": pixels, "sha256": info["sha256"]}
+
+
+def rewrite_objective(
+    model_dir: str | Path, model: torch.nn.Module, meta: dict[str, Any], objective: dict[str, Any]
+) -> dict[str, Any]:
+    """Save ``model`` (on the CPU) again with ``meta``'s objective replaced by ``objective``.
+
+    Returns :func:`~denoise.models.store.save_model`'s content of model.json (new ``sha256``).
+    """
+    from denoise.models.store import save_model
+
+    new_meta = {k: v for k, v in meta.items() if k not in ("sha256", "halo", "multiple")}
+    new_meta["objective"] = objective
+    return save_model(model_dir, model.to("cpu"), new_meta)
 
 
 def unet_features(

@@ -91,22 +91,24 @@ def posterior_scores(
     widths = pad_widths(frames.shape[1:], predictor.halo, predictor.multiple)
     crop = tuple(slice(a, a + n) for (a, _), n in zip(widths, frames.shape[1:], strict=True))
     grid = [(s, t) for s in scales for t in temperatures]
-    est = np.empty((len(grid), *frames.shape), dtype=np.float64)
+    ref = frames.astype(np.float64)
+    n = len(frames)
+    # Squared differences are summed as the estimates come, so no estimate is kept.
+    sums = np.zeros(len(grid))
+    pairs = 0
     for i, frame in enumerate(frames):
         padded = np.pad(frame, widths, mode="reflect")
         feat = predictor._features(np.ascontiguousarray((padded[None] - mean) / std))
         x = torch.from_numpy(padded).to(predictor.net.device)
+        near = [j for j in (i - 1, i + 1) if 0 <= j < n]
+        pairs += len(near)
         for a, s in enumerate(scales):
             # One likelihood evaluation per scale serves every temperature.
             outs = predictor.posteriors(feat, x, mean, std, s, tuple(temperatures))
             for b, (mmse, _) in enumerate(outs):
-                est[a * len(temperatures) + b, i] = mmse.cpu().numpy()[crop]
-    ref = frames.astype(np.float64)
-    pairs = [(i, j) for i in range(len(frames)) for j in (i - 1, i + 1) if 0 <= j < len(frames)]
-    return [
-        (s, t, float(np.mean([np.mean((est[g, i] - ref[j]) ** 2) for i, j in pairs])))
-        for g, (s, t) in enumerate(grid)
-    ]
+                est = mmse.cpu().numpy()[crop].astype(np.float64)
+                sums[a * len(temperatures) + b] += sum(np.mean((est - ref[j]) ** 2) for j in near)
+    return [(s, t, float(sums[g] / pairs)) for g, (s, t) in enumerate(grid)]
 
 
 def tune_posterior(
@@ -132,8 +134,8 @@ def tune_posterior(
     ValueError
         The store has no ``t`` axis with two frames or more.
     """
-    from denoise.methods.pn2v import PN2VPredictor
-    from denoise.models.store import load_model, save_model
+    from denoise.methods.pn2v import PN2VPredictor, rewrite_objective
+    from denoise.models.store import load_model
 
     model, meta = load_model(model_dir)
     predictor = PN2VPredictor(model, meta, cfg or PredictConfig(device="cpu"))
@@ -158,9 +160,7 @@ def tune_posterior(
         "frames": len(frames),
         "scores": [list(r) for r in scores],
     }
-    new_meta = {k: v for k, v in meta.items() if k not in ("sha256", "halo", "multiple")}
-    new_meta["objective"] = objective
-    info = save_model(model_dir, model.to("cpu"), new_meta)
+    info = rewrite_objective(model_dir, model, meta, objective)
     return {
         "scale": scale,
         "temperature": temperature,
@@ -175,12 +175,11 @@ def reset_posterior(model_dir: str | Path) -> str | None:
 
     Returns the new ``sha256`` of model.pt, or ``None`` when there was nothing to drop.
     """
-    from denoise.models.store import load_model, save_model
+    from denoise.methods.pn2v import rewrite_objective
+    from denoise.models.store import load_model
 
     model, meta = load_model(model_dir)
     objective = dict(meta.get("objective") or {})
     if objective.pop("posterior", None) is None:
         return None
-    new_meta = {k: v for k, v in meta.items() if k not in ("sha256", "halo", "multiple")}
-    new_meta["objective"] = objective
-    return str(save_model(model_dir, model, new_meta)["sha256"])
+    return str(rewrite_objective(model_dir, model, meta, objective)["sha256"])

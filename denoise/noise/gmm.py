@@ -19,9 +19,9 @@ kept in float32.  A moment penalty ties the mixture's variance to the pairs' bin
 at every signal level (:func:`level_variances`; squared log ratio, weight ``moment_weight``):
 most pixels of a fluorescence image are dark background, and the likelihood alone let them
 bend the polynomials at the few bright levels (on FMD fish, N2V-bootstrapped pairs: a spread of
-6 grey levels at s = 169 where the pairs show 52).  The pairs come from calibration data (clean ``s``) or, for
-"bootstrapped" PN2V without calibration, from an N2V prediction used as pseudo-clean ``s``
-(see :mod:`denoise.noise.calibration`).
+6 grey levels at s = 169 where the pairs show 52).  The pairs come from calibration data
+(clean ``s``) or, for "bootstrapped" PN2V without calibration, from an N2V prediction used as
+pseudo-clean ``s`` (see :mod:`denoise.noise.calibration`).
 """
 
 from __future__ import annotations
