@@ -177,7 +177,7 @@ def _phantom(n: int = 64) -> np.ndarray:
     return 40.0 + 30.0 * np.sin(2 * np.pi * 1.5 * xx) * np.cos(2 * np.pi * yy)
 
 
-def test_pn2v_denoises_and_uncertainty_follows_the_noise(tmp_path):
+def test_pn2v_denoises_and_uncertainty_follows_the_noise(tmp_path, tiny_pn2v_config):
     """Poisson-Gaussian noise whose variance grows with the signal: PN2V beats the noisy
     input, and its uncertainty is larger where the signal (hence the noise) is larger."""
     clean = _phantom(64)
@@ -185,19 +185,7 @@ def test_pn2v_denoises_and_uncertainty_follows_the_noise(tmp_path):
     rng = np.random.default_rng(0)
     noisy = (gain * rng.poisson(clean / gain) + rng.normal(0, 1.0, clean.shape)).astype(np.float32)
     store = _store(tmp_path, noisy, "yx")
-    cfg = TrainConfig(
-        depth=2,
-        features=8,
-        patch_size=32,
-        batch_size=8,
-        epochs=3,
-        steps_per_epoch=15,
-        learning_rate=3e-3,
-        mask_fraction=0.05,
-        threads=1,
-        pn2v_samples=16,
-        validation_fraction=0.0,
-    )
+    cfg = tiny_pn2v_config()
     nm = PoissonGaussianNoiseModel(gain=gain, read_var=1.0)
     summary = train_pn2v(store, tmp_path / "pn2v", cfg, seed=0, noise_model=nm, progress=False)
     assert summary["samples"] == 16 and summary["method"] == "pn2v"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from denoise.config import PredictConfig, TrainConfig
+from denoise.config import PredictConfig
 from denoise.io.ingest import ingest
 from denoise.methods.pn2v import PN2VPredictor, train_pn2v
 from denoise.methods.pn2v_tuning import SCALES, TEMPERATURES, posterior_scores
@@ -23,25 +23,8 @@ def _clean(n: int = 64) -> np.ndarray:
     return 40.0 + 30.0 * np.sin(2 * np.pi * 1.5 * xx) * np.cos(2 * np.pi * yy)
 
 
-def _cfg(posterior: str) -> TrainConfig:
-    return TrainConfig(
-        depth=2,
-        features=8,
-        patch_size=32,
-        batch_size=8,
-        epochs=2,
-        steps_per_epoch=15,
-        learning_rate=3e-3,
-        mask_fraction=0.05,
-        threads=1,
-        pn2v_samples=16,
-        validation_fraction=0.0,
-        pn2v_posterior=posterior,
-    )
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_pn2v_config):
     """4 frames of one static scene, independent Poisson-Gaussian noise; PN2V tuned on them."""
     tmp = tmp_path_factory.mktemp("tuning")
     clean = _clean()
@@ -53,12 +36,13 @@ def trained(tmp_path_factory):
     store = tmp / "frames.ome.zarr"
     ingest(str(tmp / "frames.npy"), store, axes="tyx")
     nm = PoissonGaussianNoiseModel(gain=GAIN, read_var=READ_VAR)
-    summary = train_pn2v(store, tmp / "m", _cfg("frames"), 0, nm, progress=False)
-    return tmp, store, nm, clean, frames, summary
+    cfg = tiny_pn2v_config(epochs=2, pn2v_posterior="frames")
+    summary = train_pn2v(store, tmp / "m", cfg, 0, nm, progress=False)
+    return tmp, store, nm, clean, frames, summary, cfg
 
 
 def test_next_frame_score_is_the_true_mse_plus_the_noise(trained):
-    tmp, _, _, clean, frames, _ = trained
+    tmp, _, _, clean, frames, _, _ = trained
     model, meta = load_model(tmp / "m")
     pred = PN2VPredictor(model, meta, CPU)
     scores = posterior_scores(pred, frames)
@@ -92,7 +76,7 @@ def _estimate(pred, frame, mean, std, scale, temperature):
 
 
 def test_training_with_frames_stores_the_choice_and_the_predictor_uses_it(trained):
-    tmp, store, nm, _, frames, summary = trained
+    tmp, store, nm, _, frames, summary, cfg = trained
     post = summary["posterior"]
     best = min(post["scores"], key=lambda r: r[2])
     assert (post["scale"], post["temperature"]) == (best[0], best[1])
@@ -109,16 +93,18 @@ def test_training_with_frames_stores_the_choice_and_the_predictor_uses_it(traine
         assert not np.allclose(tuned, _estimate(pred, frames[0], mean, std, 1.0, 1.0), atol=1e-3)
     # The same training with the paper's posterior resumes the finished checkpoint (the
     # setting acts after training) and drops the tuned values.
-    again = train_pn2v(store, tmp / "m", _cfg("paper"), 0, nm, progress=False)
+    paper = cfg.model_copy(update={"pn2v_posterior": "paper"})
+    again = train_pn2v(store, tmp / "m", paper, 0, nm, progress=False)
     assert again["steps_done"] == summary["steps_done"] and "posterior" not in again
     pred = PN2VPredictor.from_model_dir(tmp / "m", CPU)
     assert (pred.posterior_scale, pred.temperature) == (1.0, 1.0)
     assert "posterior" not in load_model(tmp / "m")[1]["objective"]
 
 
-def test_frames_posterior_needs_a_second_frame(tmp_path):
+def test_frames_posterior_needs_a_second_frame(tmp_path, tiny_pn2v_config):
     np.save(tmp_path / "one.npy", np.zeros((32, 32), np.float32))
     store = tmp_path / "one.ome.zarr"
     ingest(str(tmp_path / "one.npy"), store, axes="yx")
     with pytest.raises(ValueError, match=r"one\.ome\.zarr.*no second frame along t"):
-        train_pn2v(store, tmp_path / "m", _cfg("frames"), 0, PoissonGaussianNoiseModel(1.0, 1.0))
+        cfg = tiny_pn2v_config(pn2v_posterior="frames")
+        train_pn2v(store, tmp_path / "m", cfg, 0, PoissonGaussianNoiseModel(1.0, 1.0))
