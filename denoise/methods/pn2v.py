@@ -183,7 +183,7 @@ class PN2VObjective:
     ) -> tuple[float, int]:
         """(sum, count) of the same negative log-likelihood."""
         nll = self._nll(*self._masked(out, target, mask))
-        return float(nll.double().sum()), int(nll.numel())
+        return float(nll.detach().double().sum()), int(nll.numel())
 
     def state(self) -> dict[str, Any]:
         return {"log_spread": self.log_spread.detach().cpu().clone()}
