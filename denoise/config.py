@@ -67,14 +67,10 @@ class TrainConfig(_Strict):
     patch_size_z: int = Field(16, ge=4, description="Training patch depth for 3D data.")
     batch_size: int = Field(16, ge=1, description="Patches per training step.")
     batch_size_3d: int = Field(
-        2,
-        ge=1,
-        description="Patches per training step for 3D models (each holds patch_size_z planes).",
+        2, ge=1, description="Patches per training step for 3D models (each holds patch_size_z planes)."
     )
     epochs: int = Field(
-        8,
-        ge=1,
-        description="Number of epochs (8 × 25 = 200 steps: 30.8-31.0 dB on FMD confocal fish).",
+        8, ge=1, description="Number of epochs (8 × 25 = 200 steps: 30.8-31.0 dB on FMD confocal fish)."
     )
     steps_per_epoch: int = Field(25, ge=1, description="Optimiser steps per epoch.")
     learning_rate: float = Field(4e-4, gt=0, description="Adam learning rate.")

@@ -336,9 +336,7 @@ def train_n2v(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, plan.factor)
         # Mixed precision (GPU speed): bf16 autocast, or fp16 with a gradient scaler.
         low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.precision)
-        scaler = torch.amp.GradScaler(
-            device.type, enabled=low is torch.float16 and device.type == "cuda"
-        )
+        scaler = torch.amp.GradScaler(device.type, enabled=low is torch.float16 and device.type == "cuda")
         batches = _Batches(sampler, cfg, seed, n2v2)
         history: list[dict[str, Any]] = []
         start_epoch, prev_seconds = 0, 0.0
@@ -391,9 +389,7 @@ def train_n2v(
                     for inp, tgt, mask in loader:
                         if device.type == "cuda":
                             inp = inp.pin_memory()
-                        with torch.autocast(
-                            device.type, dtype=low or torch.float32, enabled=low is not None
-                        ):
+                        with torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
                             out = model(inp.to(device, non_blocking=True))
                             loss = objective.loss(out.float(), tgt.to(device), mask.to(device))
                         opt.zero_grad(set_to_none=True)

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from denoise.config import PredictConfig
+
+if TYPE_CHECKING:
+    from denoise.methods.pn2v import PN2VPredictor
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def _frames(store: str | Path, ndim: int, max_frames: int, crop: int) -> np.ndar
 
 
 def posterior_scores(
-    predictor: Any,
+    predictor: PN2VPredictor,
     frames: np.ndarray,
     scales: tuple[float, ...] = SCALES,
     temperatures: tuple[float, ...] = TEMPERATURES,
@@ -81,7 +84,7 @@ def posterior_scores(
     Parameters
     ----------
     predictor
-        A :class:`~denoise.methods.pn2v.PN2VPredictor`.
+        The trained model's predictor.
     frames
         ``(n, *spatial)`` raw frames of one scene (n ≥ 2), in order.
     """

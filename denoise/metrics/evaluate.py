@@ -249,12 +249,16 @@ def no_reference(
     from denoise.metrics.noref import lag1_autocorrelation
     from denoise.noise.poisson_gaussian import channel_params, predicted_variance
 
-    lead = [a for a in axes if a not in "yx"]
+    # ``t`` innermost: each plane is read once, and the previous frame's planes are at hand for
+    # the next-frame pairs (out[t] vs raw[t − 1], out[t − 1] vs raw[t]).
+    lead = [a for a in axes if a not in "yxt"] + (["t"] if "t" in axes else [])
+    frames = raw.shape[axes.index("t")] if "t" in axes else 1
     result: dict[str, Any] = {}
     for name, arr in outputs.items():
-        res_sq = pred_sum = 0.0
-        n = 0
+        res_sq = pred_sum = next_sq = 0.0
+        n = next_n = 0
         acy, acx = [], []
+        prev: tuple[np.ndarray, np.ndarray] | None = None
         for combo in itertools.product(*(range(raw.shape[axes.index(a)]) for a in lead)):
             idx = dict(zip(lead, combo, strict=True))
             key = tuple(idx[a] if a in idx else slice(None) for a in axes)
@@ -269,8 +273,14 @@ def no_reference(
             ac = lag1_autocorrelation(r)
             acy.append(ac["y"])
             acx.append(ac["x"])
+            if frames > 1:
+                if idx["t"] > 0 and prev is not None:
+                    x0, d0 = prev
+                    next_sq += float(np.sum((d - x0) ** 2) + np.sum((d0 - x) ** 2))
+                    next_n += 2 * d.size
+                prev = (x, d)
         result[name] = {
-            "next_frame_mse": _next_frame_mse(raw, axes, arr),
+            "next_frame_mse": next_sq / next_n if next_n else None,
             "residual_var": res_sq / n,
             "variance_ratio": (res_sq / pred_sum)
             if noise_params is not None and pred_sum > 0
@@ -278,29 +288,6 @@ def no_reference(
             "autocorrelation": {"y": float(np.mean(acy)), "x": float(np.mean(acx))},
         }
     return result
-
-
-def _next_frame_mse(raw: Any, axes: str, out: Any) -> float | None:
-    """Mean over planes and neighbouring frames of ``(out[t] − raw[t ± 1])²``; ``None`` without
-    a second frame along ``t``."""
-    if "t" not in axes or raw.shape[axes.index("t")] < 2:
-        return None
-    ti = axes.index("t")
-    n_t = raw.shape[ti]
-    lead = [a for a in axes if a not in "yxt"]
-    total = 0.0
-    count = 0
-    for combo in itertools.product(*(range(raw.shape[axes.index(a)]) for a in lead)):
-        idx = dict(zip(lead, combo, strict=True))
-        for t in range(n_t):
-            key = tuple(t if a == "t" else idx.get(a, slice(None)) for a in axes)
-            d = np.asarray(out[key], dtype=np.float64)
-            for u in (t - 1, t + 1):
-                if 0 <= u < n_t:
-                    nkey = tuple(u if a == "t" else idx.get(a, slice(None)) for a in axes)
-                    total += float(np.sum((d - np.asarray(raw[nkey], dtype=np.float64)) ** 2))
-                    count += d.size
-    return total / count
 
 
 def _fmt(v: Any) -> str:

@@ -46,6 +46,17 @@ FIT_PAIRS = 100_000
 #: Weight of the moment penalty (module docstring) and the signal bins it compares.
 MOMENT_WEIGHT = 1.0
 MOMENT_BINS = 16
+#: Most recordable values summed over for the recorded (rounded, clipped) variance.
+MAX_VALUES = 4096
+
+
+def _value_grid(quantum: float, lo: float | None, hi: float | None) -> np.ndarray | None:
+    """Every recordable value of a rounded, clipped recording (at most :data:`MAX_VALUES`),
+    else ``None`` (continuous, unbounded or too many values: the variance is computed as
+    continuous)."""
+    if quantum > 0 and lo is not None and hi is not None and (hi - lo) / quantum < MAX_VALUES:
+        return np.arange(lo, hi + 0.5 * quantum, quantum)
+    return None
 
 
 def _softplus_inv(y: float) -> float:
@@ -139,13 +150,13 @@ class GMMNoiseModel(NoiseModelBase):
     def recorded_variance(self, s: torch.Tensor) -> torch.Tensor:
         """Variance of the recorded value at ``s`` (1D): rounded and clipped where the recording
         is (summed over every recordable value), else :meth:`variance` plus the rounding's."""
-        lo, hi, q = self.clip_low, self.clip_high, self.quantum
-        if q > 0 and lo is not None and hi is not None and (hi - lo) / q <= 4096:
-            grid = torch.arange(lo, hi + 0.5 * q, q, dtype=s.dtype, device=s.device)
+        values = _value_grid(self.quantum, self.clip_low, self.clip_high)
+        if values is not None:
+            grid = torch.as_tensor(values, dtype=s.dtype, device=s.device)
             p = torch.softmax(self.log_prob(grid[None, :], s[:, None]), dim=-1)
             mean = (p * grid).sum(-1, keepdim=True)
             return (p * (grid - mean) ** 2).sum(-1)
-        return self.variance(s) + q * q / 12.0
+        return self.variance(s) + self.quantum**2 / 12.0
 
     @classmethod
     def fit(
@@ -200,9 +211,11 @@ class GMMNoiseModel(NoiseModelBase):
             # Quantised data: interval probabilities stay ≤ 1, so a component may be much
             # narrower than the rounding step (one "spike" value, e.g. a black level).
             min_var = max((0.1 * quantum) ** 2, 1e-6 * scale * scale)
-        bounded = quantum > 0 and clip_low is not None and clip_high is not None
+        # Where the model's variance is the recorded one (censored at the clip levels), the
+        # clipped bins can be compared too; else they are left out.
+        exact = _value_grid(quantum, clip_low, clip_high) is not None
         levels = level_variances(
-            x, s, s_low, s_high, *((None, None) if bounded else (clip_low, clip_high))
+            x, s, s_low, s_high, *((None, None) if exact else (clip_low, clip_high))
         )
         init = _initial_coeffs(x, s, s_low, s_high, scale, min_var, n_gaussians, degree, seed)
         model = cls(init, s_low, s_high, scale, min_var, quantum, clip_low, clip_high)

@@ -20,7 +20,7 @@ Choices the paper leaves open, written down:
   variance linear in ``s``), so the borrowed shape also keeps the right spread.  (Shifted
   only, the sparse bright top of an FMD calibration borrowed the narrower darker rows: the
   model's spread there was up to 30 % too small.)  Rows beyond the data get the nearest filled row
-  (shifted alike).  The ``x`` axis is widened by the largest such shift before pooling, so a
+  (moved alike).  The ``x`` axis is widened by the largest such shift before pooling, so a
   borrowed row shifted past the calibration's ``x`` range keeps its shape instead of piling
   its mass up in the end bin (that pile-up, read for every brighter ``x``, once put the
   model's mean 24 grey levels above ``s`` at the sparse top of an FMD calibration).
@@ -281,16 +281,15 @@ class HistogramNoiseModel(NoiseModelBase):
                 continue
             beyond = side * (centres - level) > xw / 2
             if beyond.any():
-                at = int(np.argmin(np.abs(centres - level)))
-                pooled[:, at] += pooled[:, beyond].sum(axis=1)
+                clip_bin = int(np.argmin(np.abs(centres - level)))
+                pooled[:, clip_bin] += pooled[:, beyond].sum(axis=1)
                 pooled[:, beyond] = 0.0
         used = np.flatnonzero(pooled.sum(axis=0) > 0)
         pooled = pooled[:, used[0] : used[-1] + 1]
         xf, nx = xf + (used[0] - pad) * xw, pooled.shape[1]
         dens = pooled / np.maximum(pooled.sum(axis=1, keepdims=True), 1e-300) / xw
         centres = xf + xw * np.arange(nx)
-        mean = dens @ centres * xw
-        var = dens @ centres**2 * xw - mean**2
+        _, var = _row_moments(dens * xw, centres)
         tail_sigma = 3.0 * float(np.sqrt(max(np.max(var), xw * xw)))
         log.info(
             "histogram noise model: %d × %d bins from %d pairs (s %.4g…%.4g, x %.4g…%.4g)",
@@ -367,14 +366,18 @@ def _variance_line(
     full = row_n >= max(need, 1)
     if full.sum() < 3:
         return None
-    rows = counts[full] / row_n[full, None]
-    mean = rows @ x_centres
-    var = rows @ x_centres**2 - mean**2
+    _, var = _row_moments(counts[full] / row_n[full, None], x_centres)
     b, a = np.polyfit(s_centres[full], var, 1)
     if not (np.isfinite(a) and np.isfinite(b)) or b < 0:
         return None
     floor = max(float(var.min()), 1e-12)
     return float(a), float(b), floor
+
+
+def _row_moments(prob: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of ``x`` per row of ``prob`` (rows of probabilities over ``centres``)."""
+    mean = prob @ centres
+    return mean, prob @ centres**2 - mean**2
 
 
 def _line(line: tuple[float, float, float], s: np.ndarray) -> np.ndarray:
