@@ -75,15 +75,23 @@ def cmd_noise_model(a: argparse.Namespace) -> None:
     atomic_write_json(a.out, result)
 
 
-def cmd_train(a: argparse.Namespace) -> None:
-    from denoise.config import TrainConfig
-    from denoise.methods.registry import check_method, needs_training
-    from denoise.provenance import STAGE_VERSIONS, fingerprint, read_json
+def _method_settings(method: str, raw: str | None, where: str) -> Any:
+    """The method's own settings (``methods.<name>``) from ``--method-params`` JSON."""
+    from denoise.methods.registry import get_method
 
-    check_method(a.method)
-    if not needs_training(a.method):
-        raise ValueError(f"method '{a.method}' has no training stage")
+    return _params(get_method(method).settings, raw, where)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from denoise.methods.registry import TrainRequest, get_method
+    from denoise.provenance import STAGE_VERSIONS, fingerprint, read_json
+    from denoise.settings import TrainConfig
+
+    spec = get_method(a.method)
+    if spec.train is None:
+        raise ValueError(f"method '{a.method}' has no training stage (it is {spec.kind})")
     cfg = _params(TrainConfig, a.params, "train --params")
+    settings = _method_settings(a.method, a.method_params, "train --method-params")
     ingest_fp = read_json(a.ingest)["fingerprint"] if a.ingest else ""
     extra: list[Any] = []
     if a.noise_model:
@@ -93,28 +101,26 @@ def cmd_train(a: argparse.Namespace) -> None:
 
         extra.append(file_sha256(a.psf))
     fp = fingerprint(
-        "train", STAGE_VERSIONS["train"], ingest_fp, a.method, cfg.model_dump(), a.seed, *extra
+        "train",
+        STAGE_VERSIONS["train"],
+        ingest_fp,
+        a.method,
+        cfg.model_dump(),
+        settings.model_dump(),
+        a.seed,
+        *extra,
     )
-    if a.method == "pn2v":
-        from denoise.methods.pn2v import train_pn2v
-
-        if not a.noise_model:
-            raise ValueError("method 'pn2v' needs --noise-model (from `denoise fit-noise-model`)")
-        summary = train_pn2v(
-            a.store, a.model_dir, cfg, seed=a.seed, noise_model=a.noise_model, fingerprint=fp
-        )
-    elif a.method == "deconoising":
-        from denoise.methods.deconoising import train_deconoising
-
-        summary = train_deconoising(
-            a.store, a.model_dir, cfg, seed=a.seed, psf_path=a.psf or None, fingerprint=fp
-        )
-    else:
-        from denoise.methods.n2v import train_n2v
-
-        summary = train_n2v(
-            a.store, a.model_dir, cfg, seed=a.seed, n2v2=a.method == "n2v2", fingerprint=fp
-        )
+    request = TrainRequest(
+        store=a.store,
+        model_dir=a.model_dir,
+        train=cfg,
+        settings=settings,
+        seed=a.seed,
+        fingerprint=fp,
+        noise_model=a.noise_model or None,
+        psf=a.psf or None,
+    )
+    summary = spec.train(request)
     # The trainers write MODEL_DIR/model.json (the rule's sentinel) atomically at the end.
     log.info("trained %s: %s", a.method, json.dumps(summary, default=str)[:300])
 
@@ -173,12 +179,13 @@ def _predict_fingerprint(a: argparse.Namespace, cfg: Any) -> str:
     if a.noise_model:
         parts.append(read_json(a.noise_model).get("fingerprint", ""))
     parts.append(cfg.model_dump(exclude={"scatter", "threads", "device"}))
+    parts.append(_method_settings(a.method, a.method_params, "--method-params").model_dump())
     return fingerprint(*parts)
 
 
 def _predict_setup(a: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
-    from denoise.config import PredictConfig
     from denoise.methods.registry import check_method
+    from denoise.settings import PredictConfig
 
     check_method(a.method)
     cfg = _params(PredictConfig, a.params, "predict --params")
@@ -195,6 +202,9 @@ def cmd_init_output(a: argparse.Namespace) -> None:
         "method": a.method,
         "fingerprint": fp,
         "predict_config": cfg.model_dump(mode="json"),
+        "method_settings": _method_settings(a.method, a.method_params, "--method-params").model_dump(
+            mode="json"
+        ),
         "seed": a.seed,
         "versions": package_versions(),
     }
@@ -228,7 +238,10 @@ def cmd_predict(a: argparse.Namespace) -> None:
             a.store, outputs, fp, {"stage": "predict", "method": a.method, "fingerprint": fp}
         )
     noise = read_json(a.noise_model) if a.noise_model else None
-    predictor = build_predictor(a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise)
+    settings = _method_settings(a.method, a.method_params, "predict --method-params")
+    predictor = build_predictor(
+        a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise, settings=settings
+    )
     summary = predict_units(
         a.store,
         outputs,
@@ -313,6 +326,12 @@ def cmd_schema(a: argparse.Namespace) -> None:
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
+def cmd_methods(a: argparse.Namespace) -> None:
+    from denoise.methods.registry import markdown_table
+
+    print(markdown_table())
+
+
 def cmd_export_bmz(a: argparse.Namespace) -> None:
     try:
         import bioimageio.core  # noqa: F401
@@ -330,16 +349,18 @@ def cmd_export_bmz(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- parser
+def _method_help() -> str:
+    from denoise.methods.registry import method_names
+
+    return ", ".join(method_names())
+
+
 def _common_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="Input OME-Zarr store (from ingest).")
     p.add_argument(
         "--output-dir", required=True, help="Directory for the output OME-Zarr store(s)."
     )
-    p.add_argument(
-        "--method",
-        required=True,
-        help="Denoising method (n2v, n2v2, noise2fast, gaussian, bm3d_vst).",
-    )
+    p.add_argument("--method", required=True, help=f"Denoising method ({_method_help()}).")
     p.add_argument(
         "--model-dir", default=None, help="Trained model directory (methods with a train stage)."
     )
@@ -350,17 +371,22 @@ def _common_predict(p: argparse.ArgumentParser) -> None:
         "--ingest", default=None, help="Ingest sentinel JSON (its fingerprint enters ours)."
     )
     p.add_argument("--params", default=None, help="PredictConfig as JSON.")
+    p.add_argument(
+        "--method-params", default=None, help="The method's own settings (methods.<name>) as JSON."
+    )
     p.add_argument("--seed", type=int, default=42, help="Random seed.")
     p.add_argument("--scatter-count", type=int, default=1, help="Number of predict jobs (scatter).")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``denoise`` argument parser."""
-    ap = argparse.ArgumentParser(prog="denoise", description=__doc__.split("\n")[0])
-    ap.add_argument("--version", action="version", version=f"denoise {__version__}")
-    ap.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
-    sub = ap.add_subparsers(dest="command", required=True)
+def _store_args(p: argparse.ArgumentParser, params: str, seed: bool = True) -> None:
+    p.add_argument("--store", required=True, help="Input OME-Zarr store.")
+    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
+    p.add_argument("--params", default=None, help=f"{params} as JSON.")
+    if seed:
+        p.add_argument("--seed", type=int, default=42, help="Random seed.")
 
+
+def _add_ingest(sub: Any) -> None:
     p = sub.add_parser("ingest", help="Convert an input image to a chunked OME-Zarr 0.5 store.")
     p.add_argument(
         "--input", required=True, help="TIFF, PNG / PNG glob, .npy, zarr or OME-Zarr path."
@@ -378,68 +404,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_ingest)
 
+
+def _add_noise(sub: Any) -> None:
     p = sub.add_parser(
         "noise-model", help="Estimate Poisson-Gaussian noise parameters per channel."
     )
-    p.add_argument("--store", required=True, help="Input OME-Zarr store.")
-    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
+    _store_args(p, "NoiseModelConfig")
     p.add_argument("--out", required=True, help="Output JSON.")
     p.add_argument("--plot", default=None, help="Output PNG of variance vs mean with the fit.")
-    p.add_argument("--params", default=None, help="NoiseModelConfig as JSON.")
-    p.add_argument("--seed", type=int, default=42, help="Random seed.")
     p.set_defaults(func=cmd_noise_model)
-
-    p = sub.add_parser("train", help="Train a Noise2Void / N2V2 model on the store.")
-    p.add_argument("--store", required=True, help="Input OME-Zarr store.")
-    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
-    p.add_argument(
-        "--model-dir", required=True, help="Model directory (model.json is the sentinel)."
-    )
-    p.add_argument("--method", default="n2v", help="n2v, n2v2, pn2v or deconoising.")
-    p.add_argument("--noise-model", default=None, help="PN2V: noise-model JSON (fit-noise-model).")
-    p.add_argument("--psf", default=None, help="DecoNoising: measured PSF file (else Gaussian).")
-    p.add_argument("--params", default=None, help="TrainConfig as JSON.")
-    p.add_argument("--seed", type=int, default=42, help="Random seed.")
-    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fit-noise-model", help="Fit a PN2V noise model (PG, histogram, GMM).")
     p.add_argument("--kind", required=True, help="poisson_gaussian, histogram, gmm or gmm_bootstrap.")
-    p.add_argument("--store", required=True, help="The OME-Zarr image to be denoised.")
-    p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
+    _store_args(p, "NoiseModelConfig")
     p.add_argument("--calibration", default="", help="Calibration stack (histogram, gmm).")
     p.add_argument("--calibration-axes", default="", help="Axes of the calibration stack.")
     p.add_argument("--n2v-model-dir", default=None, help="Trained N2V model (gmm_bootstrap).")
     p.add_argument("--out", required=True, help="Output JSON (one model per channel).")
     p.add_argument("--plot", default=None, help="Output PNG of the model against the data.")
-    p.add_argument("--params", default=None, help="NoiseModelConfig as JSON.")
-    p.add_argument("--seed", type=int, default=42, help="Random seed.")
     p.set_defaults(func=cmd_fit_noise_model)
 
-    p = sub.add_parser(
-        "init-output", help="Create the empty output store(s) before scattered prediction."
-    )
-    _common_predict(p)
-    p.add_argument("--sentinel", required=True, help="JSON written on success.")
-    p.set_defaults(func=cmd_init_output)
 
-    p = sub.add_parser(
-        "predict", help="Predict this job's share of units into the output store(s)."
-    )
-    _common_predict(p)
-    p.add_argument("--scatter-index", type=int, default=0, help="Which job this is (0-based).")
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="Train a method's network on the store (trained methods).")
+    _store_args(p, "TrainConfig (the shared train block)")
     p.add_argument(
-        "--no-init", action="store_true", help="Do not create the output (init-output did)."
+        "--model-dir", required=True, help="Model directory (model.json is the sentinel)."
     )
-    p.add_argument("--sentinel", required=True, help="JSON written on success.")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser(
-        "gather", help="Check every unit, build the pyramid, validate, mark complete."
+    p.add_argument("--method", default="n2v", help=f"A trained method ({_method_help()}).")
+    p.add_argument(
+        "--method-params", default=None, help="The method's own settings (methods.<name>) as JSON."
     )
-    _common_predict(p)
-    p.add_argument("--sentinel", required=True, help="JSON written on success.")
-    p.set_defaults(func=cmd_gather)
+    p.add_argument("--noise-model", default=None, help="PN2V: noise-model JSON (fit-noise-model).")
+    p.add_argument("--psf", default=None, help="DecoNoising: measured PSF file (else Gaussian).")
+    p.set_defaults(func=cmd_train)
 
+
+def _add_predict(sub: Any) -> None:
+    for name, text, func in (
+        ("init-output", "Create the empty output store(s) before scattered prediction.", cmd_init_output),
+        ("predict", "Predict this job's share of units into the output store(s).", cmd_predict),
+        ("gather", "Check every unit, build the pyramid, validate, mark complete.", cmd_gather),
+    ):
+        p = sub.add_parser(name, help=text)
+        _common_predict(p)
+        if name == "predict":
+            p.add_argument("--scatter-index", type=int, default=0, help="Which job this is (0-based).")
+            p.add_argument(
+                "--no-init", action="store_true", help="Do not create the output (init-output did)."
+            )
+        p.add_argument("--sentinel", required=True, help="JSON written on success.")
+        p.set_defaults(func=func)
+
+
+def _add_evaluate_report(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate", help="PSNR / SSIM / scale-invariant PSNR against a ground truth."
     )
@@ -460,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None, help="ReportConfig as JSON.")
     p.set_defaults(func=cmd_report)
 
+
+def _add_tools(sub: Any) -> None:
     p = sub.add_parser(
         "check-config", help="Validate a config and its dataset sheet (inputs, axes, methods)."
     )
@@ -468,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="Print the JSON schema of the workflow config.")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("methods", help="List the registered methods (a Markdown table).")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser(
         "export-bmz", help="Export an N2V/N2V2 model as a validated BioImage Model Zoo package."
@@ -480,6 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Image or OME-Zarr store for the test tensors (unless the model records its store).",
     )
     p.set_defaults(func=cmd_export_bmz)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``denoise`` argument parser."""
+    ap = argparse.ArgumentParser(prog="denoise", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=f"denoise {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add in (_add_ingest, _add_noise, _add_train, _add_predict, _add_evaluate_report, _add_tools):
+        add(sub)
     return ap
 
 

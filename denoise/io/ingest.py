@@ -21,7 +21,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from denoise.config import IngestConfig
+from denoise.settings import IngestConfig
 from denoise.io import omezarr
 from denoise.io.axes import canonical_order, transpose_to_canonical
 from denoise.io.readers import InputError, LazyImage, open_input

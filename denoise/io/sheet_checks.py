@@ -7,9 +7,13 @@ the file exists and is readable, its axes match its dimensions, the ground truth
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from denoise.config import ConfigError, DatasetRow
 from denoise.io.readers import InputError, open_input
+from denoise.settings import ConfigError
+
+if TYPE_CHECKING:
+    from denoise.config import DatasetRow
 
 
 def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:

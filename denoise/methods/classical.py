@@ -18,9 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 from scipy import ndimage
 
+from denoise.methods.registry import MethodSpec
 from denoise.noise.poisson_gaussian import channel_params
+from denoise.settings import Strict
 
 log = logging.getLogger(__name__)
 
@@ -265,3 +268,32 @@ def _import_bm3d() -> Any:
             "method bm3d_vst needs the optional package bm3d: pip install bm3d"
         ) from exc
     return bm3d
+
+
+class GaussianSettings(Strict):
+    """``methods.gaussian``: the Gaussian baseline."""
+
+    sigma: float | None = Field(
+        None, gt=0, description="σ in pixels; None chooses it per plane without ground truth."
+    )
+
+
+METHODS = (
+    MethodSpec(
+        name="gaussian",
+        kind="classical",
+        summary="Gaussian filter; σ chosen per plane without ground truth (blind-spot score)",
+        settings=GaussianSettings,
+        predictor=lambda r: GaussianPredictor(r.settings.sigma, r.noise_model),
+    ),
+    MethodSpec(
+        name="bm3d_vst",
+        kind="classical",
+        summary=(
+            "BM3D after a generalised Anscombe transform built from the fitted "
+            "Poisson-Gaussian model (`bm3d` is in the `classical` extra)"
+        ),
+        predictor=lambda r: Bm3dVstPredictor(r.noise_model),
+    ),
+)
+

@@ -34,9 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from denoise.config import PredictConfig, TrainConfig
+from denoise.methods.registry import MethodSpec, TrainRequest
 from denoise.models.psf import PSFConv, load_psf, match_ndim
+from denoise.settings import PredictConfig, Strict, TrainConfig
 from denoise.tiling.grid import round_up
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,20 @@ NAME = "deconoising"
 OUTPUT_NAMES = ("denoised", "deconvolved")
 
 
-def build_psf(cfg: TrainConfig, ndim: int, psf_path: str | Path | None = None) -> PSFConv:
+class DecoNoisingSettings(Strict):
+    """``methods.deconoising``: the PSF and the positivity penalty."""
+
+    psf_sigma: float = Field(1.0, ge=0, description="Gaussian PSF σ in Y/X (pixels).")
+    psf_sigma_z: float | None = Field(
+        None, ge=0, description="PSF σ along Z for 3D data (None: same as psf_sigma)."
+    )
+    learn_psf: bool = Field(False, description="Learn the PSF σ during training.")
+    positivity: float = Field(
+        1.0, ge=0, description="Weight λ of the positivity penalty mean(max(0, −z))."
+    )
+
+
+def build_psf(cfg: DecoNoisingSettings, ndim: int, psf_path: str | Path | None = None) -> PSFConv:
     """The PSF layer a training run uses: the measured file when given, else a Gaussian.
 
     ``cfg.learn_psf`` applies to Gaussian PSFs only (a measured PSF is taken as it is).
@@ -154,14 +169,17 @@ def train_deconoising(
     fingerprint: str = "",
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    settings: DecoNoisingSettings | None = None,
 ) -> dict[str, Any]:
     """Train DecoNoising on ``store`` (the N2V loop with :class:`DecoNoisingObjective`).
 
     Parameters
     ----------
     store, model_dir, cfg, seed, fingerprint, progress, stop_after_epochs
-        As :func:`denoise.methods.n2v.train_n2v`; ``cfg.psf_sigma``, ``psf_sigma_z``,
-        ``learn_psf`` and ``positivity`` configure the PSF and the penalty.
+        As :func:`denoise.methods.n2v.train_n2v`.
+    settings
+        ``methods.deconoising``: ``psf_sigma``, ``psf_sigma_z``, ``learn_psf`` and
+        ``positivity`` configure the PSF and the penalty (defaults when None).
     psf_path
         Measured PSF file (``DatasetRow.psf``); empty/None: Gaussian from ``cfg``.  Include the
         file's checksum in ``fingerprint`` so a changed PSF retrains.
@@ -177,7 +195,8 @@ def train_deconoising(
 
     array, axes = omezarr.open_image(store)
     ndim = choose_ndim(axes, tuple(int(s) for s in array.shape), cfg.dims, where=str(store))
-    objective = DecoNoisingObjective(build_psf(cfg, ndim, psf_path), cfg.positivity)
+    settings = settings or DecoNoisingSettings()
+    objective = DecoNoisingObjective(build_psf(settings, ndim, psf_path), settings.positivity)
     summary = train_n2v(
         store,
         model_dir,
@@ -194,7 +213,7 @@ def train_deconoising(
         else {k: v for k, v in objective.psf.meta().items() if k != "kernel"}
     )
     if objective.psf.learnable:
-        log.info("learned PSF σ = %.3f px (started at %.3f)", objective.psf.sigma, cfg.psf_sigma)
+        log.info("learned PSF σ = %.3f px (started at %.3f)", objective.psf.sigma, settings.psf_sigma)
     return summary
 
 
@@ -311,3 +330,34 @@ class DecoNoisingPredictor:
             }
         )
         return json.loads(json.dumps(info, default=str))
+
+
+def _train(request: TrainRequest) -> dict[str, Any]:
+    return train_deconoising(
+        request.store,
+        request.model_dir,
+        request.train,
+        request.seed,
+        psf_path=request.psf,
+        fingerprint=request.fingerprint,
+        settings=request.settings,
+    )
+
+
+METHODS = (
+    MethodSpec(
+        name="deconoising",
+        kind="trained",
+        summary=(
+            "DecoNoising (Goncharova et al. 2020): N2V loss on z∗PSF plus a positivity penalty; "
+            "writes `denoised` and `deconvolved`; Gaussian PSF (`methods.deconoising.psf_sigma`, "
+            "optional `learn_psf`) or a measured PSF file (sheet column `psf`)"
+        ),
+        settings=DecoNoisingSettings,
+        train=_train,
+        predictor=lambda r: DecoNoisingPredictor.from_model_dir(r.model_dir, r.predict),
+        outputs=("denoised", "deconvolved"),
+        needs=frozenset({"psf"}),
+    ),
+)
+

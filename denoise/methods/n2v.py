@@ -46,14 +46,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from denoise.config import TrainConfig
 from denoise.methods.curves import plot_training_curve
 from denoise.methods.masking import mask_batch
 from denoise.methods.objectives import N2VObjective, Objective
 from denoise.methods.patches import PatchSampler, Prefetcher
+from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.store import halo_for, receptive_field, save_model
 from denoise.models.unet import UNet
 from denoise.provenance import atomic_write_json
+from denoise.settings import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -513,3 +514,46 @@ def train_n2v(
         "sha256": info["sha256"],
         "device": device.type,
     }
+
+
+def _train_request(request: TrainRequest, n2v2: bool) -> dict[str, Any]:
+    return train_n2v(
+        request.store,
+        request.model_dir,
+        request.train,
+        request.seed,
+        n2v2=n2v2,
+        fingerprint=request.fingerprint,
+    )
+
+
+def network_predictor(request: PredictRequest) -> Any:
+    """The tiled predictor of a trained single-output network (N2V, N2V2)."""
+    from denoise.predict.network import NetworkPredictor
+
+    return NetworkPredictor.from_model_dir(request.model_dir, request.predict)
+
+
+METHODS = (
+    MethodSpec(
+        name="n2v",
+        kind="trained",
+        summary=(
+            "Noise2Void (Krull et al. 2019): blind-spot U-Net; 2 % stratified blind spots, "
+            "8-fold augmentation, cosine schedule"
+        ),
+        train=lambda r: _train_request(r, n2v2=False),
+        predictor=network_predictor,
+        exportable=True,
+    ),
+    MethodSpec(
+        name="n2v2",
+        kind="trained",
+        summary=(
+            "N2V2 (Höck et al. 2022): max-blur-pool, no top skip connection, median replacement"
+        ),
+        train=lambda r: _train_request(r, n2v2=True),
+        predictor=network_predictor,
+        exportable=True,
+    ),
+)

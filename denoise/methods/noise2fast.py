@@ -33,14 +33,16 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from denoise.config import PredictConfig
+from denoise.methods.registry import MethodSpec, PredictRequest
+from denoise.settings import PredictConfig, Strict
 
 log = logging.getLogger(__name__)
 
@@ -650,6 +652,27 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class Noise2FastSettings(Strict):
+    """``methods.noise2fast``: the zero-shot Noise2Fast method (trains inside ``predict``)."""
+
+    patience: int = Field(6, ge=1, description="Validations without improvement before stopping.")
+    max_steps: int = Field(4000, ge=1, description="Step cap per plane.")
+    warm_start: bool = Field(False, description="Start each frame from the previous frame's weights.")
+    validate_every: int = Field(
+        16, ge=1, description="Optimiser steps between full-plane validations."
+    )
+    chequerboard_3d: bool = Field(
+        False, description="Denoise whole Z stacks with 3D chequerboard neighbours."
+    )
+    planes_at_once: bool = Field(
+        False, description="Train the Z planes of a stack side by side, each independently (GPU)."
+    )
+    train_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Training-pass precision; 'auto' uses bfloat16 on CPUs with native support.",
+    )
+
+
 class Noise2FastPredictor:
     """PlanePredictor running Noise2Fast zero-shot on every plane (or volume) it is given.
 
@@ -657,13 +680,13 @@ class Noise2FastPredictor:
     runner can resume and scatter them like any other unit.  Modes (``cfg``):
 
     - default: ``ndim = 2``, one plane per call;
-    - ``noise2fast_chequerboard_3d``: ``ndim = 3``, a whole ``zyx`` volume per call, one 3D
+    - ``chequerboard_3d``: ``ndim = 3``, a whole ``zyx`` volume per call, one 3D
       network with 3D chequerboard neighbours;
-    - ``noise2fast_planes_at_once``: ``ndim = 3``, a whole ``zyx`` volume per call whose Z
+    - ``planes_at_once``: ``ndim = 3``, a whole ``zyx`` volume per call whose Z
       planes are denoised independently (as in the default mode) but trained side by side
       (grouped convolutions, worthwhile on a GPU).
 
-    With ``noise2fast_warm_start`` a plane (or volume) at time ``t`` starts from the weights
+    With ``warm_start`` a plane (or volume) at time ``t`` starts from the weights
     this predictor finished time ``t - 1`` of the same channel (and Z plane) with; any other
     predecessor (a new sequence, another channel, a unit done by another scattered job or
     before a restart) starts from random weights.
@@ -671,7 +694,7 @@ class Noise2FastPredictor:
     Parameters
     ----------
     cfg
-        Prediction settings (``noise2fast_*``, ``device``, ``threads``).
+        Prediction settings (``device``, ``threads``).
     seed
         Run seed; each plane's seed is derived from it and the plane's t/c/z index, so results
         do not depend on the order or the job a plane is processed in.
@@ -679,11 +702,13 @@ class Noise2FastPredictor:
 
     output_names: tuple[str, ...] = ("denoised",)
 
-    def __init__(self, cfg: PredictConfig, seed: int) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: PredictConfig, seed: int, settings: Noise2FastSettings | None = None
+    ) -> None:
+        self.settings = settings = settings or Noise2FastSettings()
         self.seed = int(seed)
-        self.volume_3d = cfg.noise2fast_chequerboard_3d
-        self.ndim = 3 if (cfg.noise2fast_chequerboard_3d or cfg.noise2fast_planes_at_once) else 2
+        self.volume_3d = settings.chequerboard_3d
+        self.ndim = 3 if (settings.chequerboard_3d or settings.planes_at_once) else 2
         self.device = _resolve_device(cfg.device)
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -691,7 +716,7 @@ class Noise2FastPredictor:
         self.last_info: dict[str, Any] = {}
 
     def _init(self, key: tuple[tuple[str, int], ...], t: int | None) -> dict[str, Any] | None:
-        if not self.cfg.noise2fast_warm_start or t is None:
+        if not self.settings.warm_start or t is None:
             return None
         prev = self._previous.get(key)
         return prev[1] if prev is not None and prev[0] == t - 1 else None
@@ -703,7 +728,7 @@ class Noise2FastPredictor:
             raise ValueError(
                 f"Noise2Fast predictor works on {self.ndim}D units, got shape {plane.shape} at {index}"
             )
-        cfg = self.cfg
+        cfg = self.settings
         t = int(index["t"]) if "t" in index else None
         if self.ndim == 2 or self.volume_3d:
             planes = plane[None]
@@ -715,11 +740,9 @@ class Noise2FastPredictor:
         inits = [self._init(k, t) for k in keys]
         seeds = [plane_seed(self.seed, i) for i in indices]
         common = dict(
-            patience=cfg.noise2fast_patience, max_steps=cfg.noise2fast_max_steps,
-            validate_every=cfg.noise2fast_validate_every, device=self.device,
-            train_dtype=_train_dtype(
-                cfg.noise2fast_train_dtype, self.device, 3 if self.volume_3d else 2
-            ),
+            patience=cfg.patience, max_steps=cfg.max_steps,
+            validate_every=cfg.validate_every, device=self.device,
+            train_dtype=_train_dtype(cfg.train_dtype, self.device, 3 if self.volume_3d else 2),
         )
         if self.volume_3d:
             out, info = denoise_volume(plane, seed=seeds[0], init_state=inits[0], **common)
@@ -728,10 +751,28 @@ class Noise2FastPredictor:
             outs, infos = denoise_planes(planes, seeds=seeds, init_states=inits, **common)
         for key, init, info in zip(keys, inits, infos, strict=True):
             info["warm_started"] = init is not None
-            if cfg.noise2fast_warm_start and t is not None and info.get("warm_state") is not None:
+            if cfg.warm_start and t is not None and info.get("warm_state") is not None:
                 self._previous[key] = (t, info["warm_state"])
             else:
                 self._previous.pop(key, None)
         self.last_info = {k: v for k, v in infos[0].items() if k not in ("state_dict", "warm_state")}
         result = outs[0] if self.ndim == 2 or self.volume_3d else outs
         return result[None].astype(np.float32, copy=False)
+
+
+def _predictor(request: PredictRequest) -> Noise2FastPredictor:
+    return Noise2FastPredictor(request.predict, request.seed, request.settings)
+
+
+METHODS = (
+    MethodSpec(
+        name="noise2fast",
+        kind="zero-shot",
+        summary=(
+            "Noise2Fast (Lequyer et al. 2022), per plane inside `predict`; optional warm start "
+            "from the previous frame, 3D chequerboard for stacks"
+        ),
+        settings=Noise2FastSettings,
+        predictor=_predictor,
+    ),
+)

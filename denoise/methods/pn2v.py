@@ -28,7 +28,7 @@ Choices the paper leaves open, written down:
   blind-spot pixels with the same likelihood score (:func:`calibrate_prior`); no ground truth.
 * The loss is averaged over masked pixels; the validation score is the same negative
   log-likelihood.
-* Posterior tuning (optional, ``train.pn2v_posterior: frames``): the samples' spread and the
+* Posterior tuning (optional, ``methods.pn2v.posterior: frames``): the samples' spread and the
   likelihood's temperature chosen by next-frame MSE on repeated frames
   (:mod:`denoise.methods.pn2v_tuning`); no ground truth.
 * A store with several channels is refused: the shared loop binds one channel's
@@ -40,19 +40,21 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.nn import functional as F
 
-from denoise.config import PredictConfig, TrainConfig
+from denoise.methods.registry import MethodSpec, TrainRequest
 from denoise.noise.base import (
     NoiseModelBase,
     load_noise_model,
     noise_model_from_dict,
     recording_conventions,
 )
+from denoise.settings import PredictConfig, Strict, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,24 @@ CHUNK_BYTES = 256 * 2**20
 #: Temporaries per sample value while the posterior of a chunk is computed (measured rough
 #: upper bound: samples, log-likelihoods, weights, products, gather indices).
 _TEMPS = 8
+
+
+class PN2VSettings(Strict):
+    """``methods.pn2v``: Probabilistic Noise2Void's own settings."""
+
+    samples: int = Field(
+        64, ge=2, description="Samples K the network outputs per pixel (paper: 800 on a GPU)."
+    )
+    mean_weight: float = Field(
+        0.0, ge=0, description="Weight of an N2V loss on the samples' centre (0: the paper's loss)."
+    )
+    posterior: Literal["paper", "frames"] = Field(
+        "paper",
+        description=(
+            "'paper' (MMSE as published) or 'frames' (sample spread and likelihood temperature "
+            "chosen by next-frame MSE; needs >= 2 frames of a static scene)."
+        ),
+    )
 
 
 class PN2VObjective:
@@ -248,8 +268,9 @@ def train_pn2v(
     spread: float = SPREAD,
     learn_spread: bool = True,
     calibrate: bool = True,
+    settings: PN2VSettings | None = None,
 ) -> dict[str, Any]:
-    """Train PN2V on ``store`` (one channel) with ``cfg.pn2v_samples`` samples per pixel.
+    """Train PN2V on ``store`` (one channel) with ``settings.samples`` samples per pixel.
 
     Parameters
     ----------
@@ -263,6 +284,8 @@ def train_pn2v(
     calibrate
         Calibrate the prior's spread per intensity level on blind-spot pixels after training
         (:func:`calibrate_prior`); the factors are stored with the model.
+    settings
+        ``methods.pn2v`` (samples K, N2V-term weight, posterior mode); defaults when None.
 
     Returns
     -------
@@ -281,13 +304,14 @@ def train_pn2v(
             f"{arr.shape[axes.index('c')]} channels, each with its own noise model); "
             "split the channels into separate datasets"
         )
-    if cfg.pn2v_posterior == "frames" and ("t" not in axes or arr.shape[axes.index("t")] < 2):
+    settings = settings or PN2VSettings()
+    if settings.posterior == "frames" and ("t" not in axes or arr.shape[axes.index("t")] < 2):
         raise ValueError(
-            f"{store}: train.pn2v_posterior 'frames' tunes the posterior on repeated frames, "
+            f"{store}: methods.pn2v.posterior 'frames' tunes the posterior on repeated frames, "
             f"but the store has axes {axes!r} with no second frame along t; use 'paper'"
         )
     model = as_noise_model(noise_model, arr.dtype)
-    objective = PN2VObjective(model, cfg.pn2v_samples, spread, learn_spread, cfg.pn2v_mean_weight)
+    objective = PN2VObjective(model, settings.samples, spread, learn_spread, settings.mean_weight)
     summary = train_n2v(
         store,
         model_dir,
@@ -300,7 +324,7 @@ def train_pn2v(
     )
     out = {
         **summary,
-        "samples": cfg.pn2v_samples,
+        "samples": settings.samples,
         "spread": objective.meta()["spread"],
         "noise_model": model.kind,
     }
@@ -310,7 +334,7 @@ def train_pn2v(
         out["calibration"] = cal
     from denoise.methods.pn2v_tuning import reset_posterior, tune_posterior
 
-    if cfg.pn2v_posterior == "frames":
+    if settings.posterior == "frames":
         pcfg = PredictConfig(device=cfg.device, threads=cfg.threads)
         tuned = tune_posterior(model_dir, store, pcfg)
         out["sha256"] = tuned.pop("sha256")
@@ -716,3 +740,39 @@ class PN2VPredictor:
             "temperature": self.temperature,
             "noise_model": self.noise_model.kind,
         }
+
+
+def _train(request: TrainRequest) -> dict[str, Any]:
+    if not request.noise_model:
+        raise ValueError("method 'pn2v' needs --noise-model (from `denoise fit-noise-model`)")
+    return train_pn2v(
+        request.store,
+        request.model_dir,
+        request.train,
+        request.seed,
+        noise_model=request.noise_model,
+        fingerprint=request.fingerprint,
+        settings=request.settings,
+    )
+
+
+METHODS = (
+    MethodSpec(
+        name="pn2v",
+        kind="trained",
+        summary=(
+            "Probabilistic N2V (Krull et al. 2020): the U-Net gives `methods.pn2v.samples` "
+            "samples of the prior per pixel, trained with the noise model's likelihood; writes "
+            "the MMSE estimate (`denoised`) and the posterior standard deviation "
+            "(`uncertainty`). Noise model per row (`noise_model` column): `poisson_gaussian` "
+            "(default, from the data), `histogram` / `gmm` from a `calibration` stack, "
+            "`gmm_bootstrap` fitted to an N2V prediction. With `methods.pn2v.posterior: frames` "
+            "the posterior is tuned on repeated frames after training (no ground truth)"
+        ),
+        settings=PN2VSettings,
+        train=_train,
+        predictor=lambda r: PN2VPredictor.from_model_dir(r.model_dir, r.predict),
+        outputs=("denoised", "uncertainty"),
+        needs=frozenset({"noise_model", "calibration"}),
+    ),
+)

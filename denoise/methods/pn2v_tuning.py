@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from denoise.config import PredictConfig
+from denoise.settings import PredictConfig
 
 if TYPE_CHECKING:
     from denoise.methods.pn2v import PN2VPredictor
@@ -56,7 +56,7 @@ def _frames(store: str | Path, ndim: int, max_frames: int, crop: int) -> np.ndar
         n = arr.shape[axes.index("t")] if "t" in axes else 0
         raise ValueError(
             f"{store}: tuning the PN2V posterior on frames needs at least two frames along t "
-            f"(axes {axes!r}, {n} frame(s)); set train.pn2v_posterior to 'paper'"
+            f"(axes {axes!r}, {n} frame(s)); set methods.pn2v.posterior to 'paper'"
         )
     index: list[Any] = []
     for ax, size in zip(axes, arr.shape, strict=True):

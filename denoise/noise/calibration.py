@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from denoise.config import NoiseModelConfig
+from denoise.settings import NoiseModelConfig
 from denoise.noise.base import NoiseModelBase, PoissonGaussianNoiseModel, recording_conventions
 
 log = logging.getLogger(__name__)

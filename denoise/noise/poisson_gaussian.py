@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from denoise.config import NoiseModelConfig
+from denoise.settings import NoiseModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from denoise.config import PredictConfig
+from denoise.settings import PredictConfig
 from denoise.predict.runner import prepare_run, progress_bar, summarize
 
 log = logging.getLogger(__name__)

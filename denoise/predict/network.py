@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from denoise.config import PredictConfig
+from denoise.settings import PredictConfig
 from denoise.tiling.grid import round_up
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from denoise.config import PredictConfig
+from denoise.settings import PredictConfig
 from denoise.io import omezarr
 from denoise.predict import markers
 from denoise.predict.units import Unit, UnitLayout, output_chunks

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from denoise import __version__
-from denoise.config import ReportConfig
+from denoise.settings import ReportConfig
 from denoise.provenance import atomic_write_text, package_versions
 from denoise.report.figures import png_panel, read_crop, read_gt_crop
 

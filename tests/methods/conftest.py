@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from denoise.config import TrainConfig
+from denoise.methods.pn2v import PN2VSettings
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +27,18 @@ def tiny_pn2v_config() -> Callable[..., TrainConfig]:
             learning_rate=3e-3,
             mask_fraction=0.05,
             threads=1,
-            pn2v_samples=16,
             validation_fraction=0.0,
         )
         return TrainConfig(**{**base, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_pn2v_settings() -> Callable[..., PN2VSettings]:
+    """Factory of PN2V's own settings for the tiny config: 16 samples; keywords override."""
+
+    def make(**overrides: Any) -> PN2VSettings:
+        return PN2VSettings(**{"samples": 16, **overrides})
 
     return make

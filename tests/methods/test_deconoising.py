@@ -13,6 +13,7 @@ from denoise.io.ingest import ingest
 from denoise.methods.deconoising import (
     DecoNoisingObjective,
     DecoNoisingPredictor,
+    DecoNoisingSettings,
     train_deconoising,
 )
 from denoise.methods.masking import masked_mse
@@ -199,7 +200,7 @@ def test_learned_sigma_moves_toward_the_true_psf(tmp_path):
     clean = ndimage.gaussian_filter(z, 1.0) + 5.0
     noisy = (clean + rng.normal(0, 3, clean.shape)).astype(np.float32)
     store = _store(tmp_path, noisy, "yx", "learn")
-    cfg = TrainConfig(**{**TINY, "epochs": 10, "steps_per_epoch": 20, "learn_psf": True,
-                         "psf_sigma": 2.0})  # fmt: skip
-    summary = train_deconoising(store, tmp_path / "m", cfg, seed=0, progress=False)
+    cfg = TrainConfig(**{**TINY, "epochs": 10, "steps_per_epoch": 20})
+    settings = DecoNoisingSettings(learn_psf=True, psf_sigma=2.0)
+    summary = train_deconoising(store, tmp_path / "m", cfg, seed=0, progress=False, settings=settings)
     assert summary["psf"]["sigma"] < 1.5, summary["psf"]

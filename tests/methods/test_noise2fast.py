@@ -131,9 +131,8 @@ def test_warm_start_reuses_state():
     _, first = n2f.denoise_plane(img, seed=0, **kw)
     _, warm = n2f.denoise_plane(img, seed=0, init_state=first["state_dict"], **kw)
     assert warm["scores"][0][0] == 0  # the inherited weights are validated before training
-    cfg = PredictConfig(noise2fast_warm_start=True, noise2fast_max_steps=4, noise2fast_validate_every=2,
-                        noise2fast_patience=1, device="cpu")
-    pred = n2f.Noise2FastPredictor(cfg, seed=0)
+    settings = n2f.Noise2FastSettings(warm_start=True, max_steps=4, validate_every=2, patience=1)
+    pred = n2f.Noise2FastPredictor(PredictConfig(device="cpu"), seed=0, settings=settings)
     used = []
     img = img[:8, :8]
     for idx in ({"t": 0, "c": 0}, {"t": 1, "c": 0}, {"t": 0, "c": 1}, {"t": 2, "c": 0}, {"t": 4, "c": 0}):
@@ -143,8 +142,9 @@ def test_warm_start_reuses_state():
 
 
 def test_plane_predictor_contract():
-    cfg = PredictConfig(noise2fast_max_steps=4, noise2fast_validate_every=2, device="cpu")
-    pred = n2f.Noise2FastPredictor(cfg, seed=0)
+    cfg = PredictConfig(device="cpu")
+    settings = n2f.Noise2FastSettings(max_steps=4, validate_every=2)
+    pred = n2f.Noise2FastPredictor(cfg, seed=0, settings=settings)
     assert pred.ndim == 2 and pred.output_names == ("denoised",)
     plane = _ramp((12, 10), 7)
     out = pred(plane, {"t": 0, "c": 0})
@@ -152,7 +152,9 @@ def test_plane_predictor_contract():
     np.testing.assert_array_equal(out, pred(plane, {"t": 0, "c": 0}))  # seeded per index
     with pytest.raises(ValueError, match="2D units"):
         pred(plane[None], {"t": 0})
-    pred3 = n2f.Noise2FastPredictor(cfg.model_copy(update={"noise2fast_chequerboard_3d": True}), 0)
+    pred3 = n2f.Noise2FastPredictor(
+        cfg, 0, settings.model_copy(update={"chequerboard_3d": True})
+    )
     assert pred3.ndim == 3
     assert pred3(np.stack([plane] * 4), {"t": 0, "c": 0}).shape == (1, 4, 12, 10)
 

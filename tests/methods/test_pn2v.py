@@ -176,7 +176,9 @@ def _phantom(n: int = 64) -> np.ndarray:
     return 40.0 + 30.0 * np.sin(2 * np.pi * 1.5 * xx) * np.cos(2 * np.pi * yy)
 
 
-def test_pn2v_denoises_and_uncertainty_follows_the_noise(tmp_path, tiny_pn2v_config):
+def test_pn2v_denoises_and_uncertainty_follows_the_noise(
+    tmp_path, tiny_pn2v_config, tiny_pn2v_settings
+):
     """Poisson-Gaussian noise whose variance grows with the signal: PN2V beats the noisy
     input, and its uncertainty is larger where the signal (hence the noise) is larger."""
     clean = _phantom(64)
@@ -186,7 +188,10 @@ def test_pn2v_denoises_and_uncertainty_follows_the_noise(tmp_path, tiny_pn2v_con
     store = _store(tmp_path, noisy, "yx")
     cfg = tiny_pn2v_config()
     nm = PoissonGaussianNoiseModel(gain=gain, read_var=1.0)
-    summary = train_pn2v(store, tmp_path / "pn2v", cfg, seed=0, noise_model=nm, progress=False)
+    summary = train_pn2v(
+        store, tmp_path / "pn2v", cfg, seed=0, noise_model=nm, progress=False,
+        settings=tiny_pn2v_settings(),
+    )  # fmt: skip
     assert summary["samples"] == 16 and summary["method"] == "pn2v"
     pred = PN2VPredictor.from_model_dir(tmp_path / "pn2v", CPU)
     assert pred.output_names == ("denoised", "uncertainty")

@@ -24,7 +24,7 @@ def _clean(n: int = 64) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_pn2v_config):
+def trained(tmp_path_factory, tiny_pn2v_config, tiny_pn2v_settings):
     """4 frames of one static scene, independent Poisson-Gaussian noise; PN2V tuned on them."""
     tmp = tmp_path_factory.mktemp("tuning")
     clean = _clean()
@@ -36,9 +36,10 @@ def trained(tmp_path_factory, tiny_pn2v_config):
     store = tmp / "frames.ome.zarr"
     ingest(str(tmp / "frames.npy"), store, axes="tyx")
     nm = PoissonGaussianNoiseModel(gain=GAIN, read_var=READ_VAR)
-    cfg = tiny_pn2v_config(epochs=2, pn2v_posterior="frames")
-    summary = train_pn2v(store, tmp / "m", cfg, 0, nm, progress=False)
-    return tmp, store, nm, clean, frames, summary, cfg
+    cfg = tiny_pn2v_config(epochs=2)
+    settings = tiny_pn2v_settings(posterior="frames")
+    summary = train_pn2v(store, tmp / "m", cfg, 0, nm, progress=False, settings=settings)
+    return tmp, store, nm, clean, frames, summary, (cfg, settings)
 
 
 def test_next_frame_score_is_the_true_mse_plus_the_noise(trained):
@@ -93,18 +94,25 @@ def test_training_with_frames_stores_the_choice_and_the_predictor_uses_it(traine
         assert not np.allclose(tuned, _estimate(pred, frames[0], mean, std, 1.0, 1.0), atol=1e-3)
     # The same training with the paper's posterior resumes the finished checkpoint (the
     # setting acts after training) and drops the tuned values.
-    paper = cfg.model_copy(update={"pn2v_posterior": "paper"})
-    again = train_pn2v(store, tmp / "m", paper, 0, nm, progress=False)
+    train_cfg, settings = cfg
+    paper = settings.model_copy(update={"posterior": "paper"})
+    again = train_pn2v(store, tmp / "m", train_cfg, 0, nm, progress=False, settings=paper)
     assert again["steps_done"] == summary["steps_done"] and "posterior" not in again
     pred = PN2VPredictor.from_model_dir(tmp / "m", CPU)
     assert (pred.posterior_scale, pred.temperature) == (1.0, 1.0)
     assert "posterior" not in load_model(tmp / "m")[1]["objective"]
 
 
-def test_frames_posterior_needs_a_second_frame(tmp_path, tiny_pn2v_config):
+def test_frames_posterior_needs_a_second_frame(tmp_path, tiny_pn2v_config, tiny_pn2v_settings):
     np.save(tmp_path / "one.npy", np.zeros((32, 32), np.float32))
     store = tmp_path / "one.ome.zarr"
     ingest(str(tmp_path / "one.npy"), store, axes="yx")
     with pytest.raises(ValueError, match=r"one\.ome\.zarr.*no second frame along t"):
-        cfg = tiny_pn2v_config(pn2v_posterior="frames")
-        train_pn2v(store, tmp_path / "m", cfg, 0, PoissonGaussianNoiseModel(1.0, 1.0))
+        train_pn2v(
+            store,
+            tmp_path / "m",
+            tiny_pn2v_config(),
+            0,
+            PoissonGaussianNoiseModel(1.0, 1.0),
+            settings=tiny_pn2v_settings(posterior="frames"),
+        )

@@ -119,17 +119,21 @@ class Dataset:
         return ["train", "--store", self.store, "--model-dir", self.model, "--method", method,
                 "--params", json.dumps({**TRAIN, **(params or {})}), "--seed", "7"]
 
-    def _predict_common(self, method: str, params: dict | None) -> list:
+    def _predict_common(self, method: str, params: dict | None,
+                        method_params: dict | None = None) -> list:
         args = ["--store", self.store, "--output-dir", self.root, "--method", method,
-                "--params", json.dumps({**PREDICT, **(params or {})}), "--seed", "7"]
+                "--params", json.dumps({**PREDICT, **(params or {})}), "--seed", "7",
+                "--method-params", json.dumps(method_params or {})]
         if method in ("n2v", "n2v2"):
             args += ["--model-dir", self.model]
         return args
 
     def predict_args(self, method: str = "n2v", params: dict | None = None, index: int = 0,
-                     count: int = 1, no_init: bool = False) -> list:
+                     count: int = 1, no_init: bool = False,
+                     method_params: dict | None = None) -> list:
         sentinel = self.root / "predict" / f"part_{index + 1}-of-{count}.json"
-        return ["predict", *self._predict_common(method, params), "--scatter-index", str(index),
+        return ["predict", *self._predict_common(method, params, method_params),
+                "--scatter-index", str(index),
                 "--scatter-count", str(count), "--sentinel", sentinel,
                 *(["--no-init"] if no_init else [])]
 
@@ -137,8 +141,10 @@ class Dataset:
         return ["init-output", *self._predict_common(method, params),
                 "--sentinel", self.root / "predict" / "init.json"]
 
-    def gather_args(self, method: str = "n2v", params: dict | None = None, count: int = 1) -> list:
-        return ["gather", *self._predict_common(method, params), "--scatter-count", str(count),
+    def gather_args(self, method: str = "n2v", params: dict | None = None, count: int = 1,
+                    method_params: dict | None = None) -> list:
+        return ["gather", *self._predict_common(method, params, method_params),
+                "--scatter-count", str(count),
                 "--sentinel", self.gather_json]
 
     def output(self) -> np.ndarray:

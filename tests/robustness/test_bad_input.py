@@ -234,9 +234,9 @@ def test_dtype_round_trip(cli, tmp_path, case):
     # classical baseline (no training): a positive smoothing kernel stays inside [min, max]
     g = Dataset(tmp_path / "results" / "g")
     g.store = ds.store
-    params = {"gaussian_sigma": 1.0}
-    assert cli(*g.predict_args("gaussian", params)).rc == 0
-    assert cli(*g.gather_args("gaussian", params)).rc == 0
+    sigma = {"sigma": 1.0}
+    assert cli(*g.predict_args("gaussian", method_params=sigma)).rc == 0
+    assert cli(*g.gather_args("gaussian", method_params=sigma)).rc == 0
     out = g.output()
     assert out.dtype == np.float32 and np.isfinite(out).all()
     assert lo - slack <= out.min() and out.max() <= hi + slack

@@ -3,12 +3,10 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from denoise.config import load_workflow_config, read_dataset_sheet, to_json
 from denoise.io.omezarr import is_ome_zarr_v05
 from denoise.io.sheet_checks import check_sheet_inputs
-from denoise.methods.registry import needs_training
+from denoise.methods.registry import get_method
 
 envvars:
     "PATH",
@@ -17,11 +15,15 @@ envvars:
 # The `denoise` console script lives next to the Python running Snakemake (a venv's bin/).
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
-validate(config, "../schemas/config.schema.json")
+# One validation, by the pydantic models that also build every stage's settings (the same
+# source as workflow/schemas/*.json; a plug-in method's methods.<name> block is known too).
 CFG = load_workflow_config(config, where="config")
 SHEET = CFG.datasets
 ROWS = {row.name: row for row in read_dataset_sheet(SHEET)}
-check_sheet_inputs(list(ROWS.values()), SHEET)
+# The sheet's inputs are opened once per run, by the main process: cluster and subprocess jobs
+# re-read the Snakefile and skip it (the main process checked before submitting them).
+if not workflow.remote_exec and not workflow.subprocess_exec:
+    check_sheet_inputs(list(ROWS.values()), SHEET)
 RES = CFG.results
 SEED = CFG.seed
 DATASETS = list(ROWS)
@@ -59,16 +61,35 @@ def source_files(wildcards):
     return [uri] if Path(uri).is_file() else []
 
 
+def spec(wildcards):
+    """The row's method declaration (:mod:`denoise.methods.registry`)."""
+    return get_method(row(wildcards).method)
+
+
+def out(rule, wildcards, key=0):
+    """Output ``key`` of an earlier rule for these wildcards (no retyped paths)."""
+    return str(rule.output[key]).format(**dict(wildcards.items()))
+
+
+def ingest_of(wildcards):
+    return out(rules.ingest, wildcards)
+
+
 def model_inputs(wildcards):
-    if needs_training(row(wildcards).method):
-        return {"model": f"{RES}/{wildcards.dataset}/model/model.json"}
+    if spec(wildcards).trained:
+        return {"model": out(rules.train, wildcards)}
     return {}
 
 
 def model_dir_arg(wildcards):
-    if needs_training(row(wildcards).method):
-        return f"--model-dir {RES}/{wildcards.dataset}/model"
+    if spec(wildcards).trained:
+        return f"--model-dir {Path(out(rules.train, wildcards)).parent}"
     return ""
+
+
+def method_params(wildcards):
+    """The row's ``methods.<name>`` block as JSON (only this method's settings)."""
+    return CFG.method_json(row(wildcards).method)
 
 
 def scatter_index(wildcards):
@@ -105,6 +126,7 @@ def predict_params(levels):
         method=lambda w: row(w).method,
         model=model_dir_arg,
         cfg=to_json(CFG.predict),
+        method_cfg=method_params,
         seed=SEED,
     )
 
@@ -113,27 +135,28 @@ def report_inputs(wildcards):
     files = expand(f"{RES}/{{dataset}}/predict.json", dataset=DATASETS)
     files += expand(f"{RES}/{{dataset}}/noise_model.json", dataset=DATASETS)
     files += expand(f"{RES}/{{dataset}}/metrics.json", dataset=DATASETS)
-    files += [f"{RES}/{d}/model/model.json" for d in DATASETS if needs_training(ROWS[d].method)]
+    files += [f"{RES}/{d}/model/model.json" for d in DATASETS if get_method(ROWS[d].method).trained]
     return files
 
 
 def train_inputs(wildcards):
-    """The ingest sentinel, plus the PN2V noise model for method pn2v."""
-    files = {"ingest": f"{RES}/{wildcards.dataset}/ingest.json"}
-    if row(wildcards).method == "pn2v":
-        files["noise"] = f"{RES}/{wildcards.dataset}/pn2v_noise_model.json"
-    if row(wildcards).psf:
+    """The ingest sentinel, plus what the method needs: a fitted noise model, a PSF file."""
+    needs = spec(wildcards).needs
+    files = {"ingest": ingest_of(wildcards)}
+    if "noise_model" in needs:
+        files["noise"] = out(rules.fit_noise_model, wildcards, "json")
+    if "psf" in needs and row(wildcards).psf:
         files["psf"] = row(wildcards).psf
     return files
 
 
 def train_extra_args(wildcards, input):
-    """--noise-model for PN2V, --psf for DecoNoising with a measured PSF."""
+    """--noise-model and --psf for the methods that need them."""
     args = []
     if "noise" in input.keys():
         args.append(f"--noise-model {input.noise}")
-    if row(wildcards).method == "deconoising" and row(wildcards).psf:
-        args.append(f"--psf '{row(wildcards).psf}'")
+    if "psf" in input.keys():
+        args.append(f"--psf '{input.psf}'")
     return " ".join(args)
 
 
@@ -142,9 +165,9 @@ def fit_noise_inputs(wildcards):
     import glob
 
     r = row(wildcards)
-    files = {"ingest": f"{RES}/{wildcards.dataset}/ingest.json"}
+    files = {"ingest": ingest_of(wildcards)}
     if r.noise_model == "gmm_bootstrap":
-        files["n2v"] = f"{RES}/{wildcards.dataset}/bootstrap_n2v/model.json"
+        files["n2v"] = out(rules.bootstrap_n2v, wildcards)
     if r.calibration and any(ch in r.calibration for ch in "*?["):
         files["calibration"] = sorted(glob.glob(r.calibration))
     elif r.calibration and Path(r.calibration).is_file():

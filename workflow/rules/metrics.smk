@@ -1,8 +1,8 @@
 # PSNR / SSIM / scale-invariant PSNR against the ground truth (datasets that have one).
 rule evaluate:
     input:
-        predict=f"{RES}/{{dataset}}/predict.json",
-        noise=f"{RES}/{{dataset}}/noise_model.json",
+        predict=rules.gather_predict.output[0],
+        noise=rules.noise_model.output.json,
         gt=lambda w: [row(w).ground_truth] if Path(row(w).ground_truth).is_file() else [],
     output:
         json=f"{RES}/{{dataset}}/metrics.json",

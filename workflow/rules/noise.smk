@@ -1,7 +1,7 @@
 # Poisson-Gaussian noise parameters per channel, from the noisy data alone.
 rule noise_model:
     input:
-        f"{RES}/{{dataset}}/ingest.json",
+        rules.ingest.output[0],
     output:
         json=f"{RES}/{{dataset}}/noise_model.json",
         plot=f"{RES}/{{dataset}}/noise_model.png",

@@ -3,8 +3,8 @@
 rule init_output:
     input:
         unpack(model_inputs),
-        ingest=f"{RES}/{{dataset}}/ingest.json",
-        noise=f"{RES}/{{dataset}}/noise_model.json",
+        ingest=rules.ingest.output[0],
+        noise=rules.noise_model.output.json,
     output:
         f"{RES}/{{dataset}}/predict/init.json",
     params:
@@ -19,16 +19,16 @@ rule init_output:
         "denoise init-output "
         "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
         " {params.model} --noise-model {input.noise} --ingest {input.ingest}"
-        " --params '{params.cfg}' --seed {params.seed}"
+        " --params '{params.cfg}' --method-params '{params.method_cfg}' --seed {params.seed}"
         " --sentinel {output} 2> {log}"
 
 
 rule predict:
     input:
         unpack(model_inputs),
-        ingest=f"{RES}/{{dataset}}/ingest.json",
-        noise=f"{RES}/{{dataset}}/noise_model.json",
-        init=f"{RES}/{{dataset}}/predict/init.json",
+        ingest=rules.ingest.output[0],
+        noise=rules.noise_model.output.json,
+        init=rules.init_output.output[0],
     output:
         f"{RES}/{{dataset}}/predict/part_{{scatteritem}}.json",
     params:
@@ -48,7 +48,7 @@ rule predict:
         "denoise predict "
         "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
         " {params.model} --noise-model {input.noise} --ingest {input.ingest}"
-        " --params '{params.cfg}' --seed {params.seed}"
+        " --params '{params.cfg}' --method-params '{params.method_cfg}' --seed {params.seed}"
         " --no-init --scatter-index {params.index} --scatter-count {params.n_jobs}"
         " --sentinel {output} 2> {log}"
 
@@ -56,9 +56,9 @@ rule predict:
 rule gather_predict:
     input:
         unpack(model_inputs),
-        parts=gather.split(f"{RES}/{{{{dataset}}}}/predict/part_{{scatteritem}}.json"),
-        ingest=f"{RES}/{{dataset}}/ingest.json",
-        noise=f"{RES}/{{dataset}}/noise_model.json",
+        parts=gather.split(str(rules.predict.output[0]).replace("{dataset}", "{{dataset}}")),
+        ingest=rules.ingest.output[0],
+        noise=rules.noise_model.output.json,
     output:
         f"{RES}/{{dataset}}/predict.json",
     params:
@@ -74,5 +74,5 @@ rule gather_predict:
         "denoise gather "
         "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
         " {params.model} --noise-model {input.noise} --ingest {input.ingest}"
-        " --params '{params.cfg}' --seed {params.seed}"
+        " --params '{params.cfg}' --method-params '{params.method_cfg}' --seed {params.seed}"
         " --scatter-count {params.n_jobs} --sentinel {output} 2> {log}"

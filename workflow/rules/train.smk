@@ -9,6 +9,7 @@ rule train:
         model_dir=parent_of_output(1),
         method=lambda w: row(w).method,
         cfg=to_json(CFG.train),
+        method_cfg=method_params,
         seed=SEED,
         extra=train_extra_args,
     conda:
@@ -22,7 +23,8 @@ rule train:
         gpu=lambda w: 1 if CFG.train.device == "cuda" else 0,
     shell:
         "denoise train --store '{params.store}' --ingest {input.ingest} --model-dir {params.model_dir}"
-        " --method {params.method} --params '{params.cfg}' --seed {params.seed} {params.extra}"
+        " --method {params.method} --params '{params.cfg}' --method-params '{params.method_cfg}'"
+        " --seed {params.seed} {params.extra}"
         " 2> {log}"
 
 
@@ -30,13 +32,14 @@ rule train:
 # gmm_bootstrap noise model (no calibration data needed).
 rule bootstrap_n2v:
     input:
-        f"{RES}/{{dataset}}/ingest.json",
+        rules.ingest.output[0],
     output:
         f"{RES}/{{dataset}}/bootstrap_n2v/model.json",
     params:
         store=raw_store,
         model_dir=parent_of_output(1),
         cfg=to_json(CFG.train),
+        method_cfg=CFG.method_json("n2v"),
         seed=SEED,
     conda:
         CONDA_ENV
@@ -47,4 +50,5 @@ rule bootstrap_n2v:
     threads: workflow.cores
     shell:
         "denoise train --store '{params.store}' --ingest {input} --model-dir {params.model_dir}"
-        " --method n2v --params '{params.cfg}' --seed {params.seed} 2> {log}"
+        " --method n2v --params '{params.cfg}' --method-params '{params.method_cfg}'"
+        " --seed {params.seed} 2> {log}"
