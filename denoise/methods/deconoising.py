@@ -206,6 +206,7 @@ def train_deconoising(
         progress=progress,
         stop_after_epochs=stop_after_epochs,
         objective=objective,
+        settings=settings.model_dump(mode="json"),
     )
     summary["psf"] = (
         objective.psf.meta()

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from denoise.methods.registry import MethodSpec, PredictRequest
+from denoise.models.device import resolve_device
 from denoise.settings import PredictConfig, Strict
 
 log = logging.getLogger(__name__)
@@ -644,14 +645,6 @@ def _train_dtype(name: str, device: torch.device, ndim: int) -> str:
     return "float32"
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("predict.device is 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
 class Noise2FastSettings(Strict):
     """``methods.noise2fast``: the zero-shot Noise2Fast method (trains inside ``predict``)."""
 
@@ -709,7 +702,7 @@ class Noise2FastPredictor:
         self.seed = int(seed)
         self.volume_3d = settings.chequerboard_3d
         self.ndim = 3 if (settings.chequerboard_3d or settings.planes_at_once) else 2
-        self.device = _resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, "predict.device")
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self._previous: dict[tuple[tuple[str, int], ...], tuple[int, dict[str, Any]]] = {}

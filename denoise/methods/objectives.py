@@ -1,7 +1,7 @@
 """Training objectives: what a blind-spot network is trained to minimise.
 
-The N2V training loop (:func:`denoise.methods.n2v.train_n2v`) is shared by every blind-spot
-method; an objective supplies the parts that differ:
+The training loop (:func:`denoise.training.loop.train_loop`) is shared by every trained
+method; an objective (:class:`denoise.training.objective.Objective`) supplies the parts that differ:
 
 - ``out_channels``: the U-Net's output channels (1 for N2V/DecoNoising, K samples for PN2V);
 - ``loss``: the training loss on a masked batch;
@@ -16,49 +16,14 @@ channel's statistics, which the loop passes once through :meth:`Objective.bind`.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from denoise.methods.masking import masked_mse
+from denoise.training.objective import Objective
 
-
-class Objective(Protocol):
-    """What a blind-spot training scheme must provide to the shared training loop."""
-
-    name: str
-    out_channels: int
-
-    def bind(self, mean: float, std: float, device: torch.device) -> None:
-        """Receive the normalisation (raw = norm·std + mean) and the device before training."""
-
-    def extra_parameters(self) -> list[torch.nn.Parameter]:
-        """Trainable parameters beyond the U-Net's (optimised with the same Adam)."""
-
-    def loss(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Scalar training loss.
-
-        Parameters
-        ----------
-        out
-            Network output ``(N, out_channels, *spatial)`` for the masked input.
-        target
-            The original (unmasked) normalised noisy patch ``(N, 1, *spatial)``.
-        mask
-            Boolean ``(N, 1, *spatial)``: True at the blind-spot pixels.
-        """
-
-    def val_terms(self, out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-        """(sum, count) of the validation score over the masked pixels of one batch."""
-
-    def state(self) -> dict[str, Any]:
-        """Checkpointable state of the extra parameters (tensors allowed)."""
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`."""
-
-    def meta(self) -> dict[str, Any]:
-        """JSON-serialisable description saved in the model (``meta["objective"]``)."""
+__all__ = ["N2VObjective", "Objective"]
 
 
 class N2VObjective:

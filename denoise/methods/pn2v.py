@@ -321,6 +321,8 @@ def train_pn2v(
         progress=progress,
         stop_after_epochs=stop_after_epochs,
         objective=objective,
+        # the posterior mode acts after training: not part of the resume key
+        settings=settings.model_dump(mode="json", exclude={"posterior"}),
     )
     out = {
         **summary,

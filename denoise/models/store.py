@@ -62,7 +62,8 @@ def receptive_field(model: UNet) -> int:
     return measure_receptive_field(twin, 2, multiple=model.multiple)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically: serialised, written, fsynced, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -109,7 +110,7 @@ def save_model(model_dir: str | Path, model: UNet, meta: dict[str, Any]) -> dict
     if missing:
         raise ValueError(f"save_model: metadata lacks {missing}")
     state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
-    _atomic_torch_save({"state_dict": state, **full}, model_dir / MODEL_FILE)
+    atomic_torch_save({"state_dict": state, **full}, model_dir / MODEL_FILE)
     info = {**full, "sha256": file_sha256(model_dir / MODEL_FILE)}
     atomic_write_json(model_dir / META_FILE, info)
     log.info(

@@ -25,18 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from denoise.models.device import resolve_device
 from denoise.settings import PredictConfig
 from denoise.tiling.grid import round_up
 
 log = logging.getLogger(__name__)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("predict.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def state_checksum(model: nn.Module) -> str:
@@ -197,7 +190,7 @@ class NetworkPredictor:
         self.mean = [float(v) for v in norm["mean"]]
         self.std = [float(v) for v in norm["std"]]
         self.constant = [bool(v) for v in norm.get("constant", ())]
-        self.device = _device(cfg.device)
+        self.device = resolve_device(cfg.device, "predict.device")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.channels_last = self.device.type == "cpu"

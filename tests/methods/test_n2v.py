@@ -11,8 +11,9 @@ import torch
 
 from denoise.config import TrainConfig
 from denoise.io.ingest import ingest
-from denoise.methods.n2v import StepPlan, lr_factor, train_n2v
+from denoise.methods.n2v import train_n2v
 from denoise.models.store import load_model, predict_whole
+from denoise.training.schedule import StepPlan, lr_factor
 
 TINY = dict(
     depth=2,

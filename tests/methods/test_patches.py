@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from denoise.io.ingest import ingest
-from denoise.methods.patches import PatchSampler, Prefetcher, channel_norm, choose_ndim
+from denoise.methods.patches import PatchSampler, channel_norm, choose_ndim
+from denoise.training.prefetch import Prefetcher
 
 
 def _store(tmp_path, data: np.ndarray, axes: str, name: str = "img"):
