@@ -153,6 +153,8 @@ class GaussianPredictor:
     """
 
     ndim = 2
+    kind = "plane"
+    halo_t = 0
     output_names: tuple[str, ...] = ("denoised",)
 
     def __init__(
@@ -231,6 +233,8 @@ class Bm3dVstPredictor:
     """
 
     ndim = 2
+    kind = "plane"
+    halo_t = 0
     output_names: tuple[str, ...] = ("denoised",)
 
     def __init__(self, noise_params: dict[str, Any] | None) -> None:

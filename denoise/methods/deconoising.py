@@ -242,6 +242,8 @@ class DecoNoisingPredictor:
         The PSF layer (learned σ frozen).
     """
 
+    kind = "tiled"
+    halo_t = 0
     output_names = OUTPUT_NAMES
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], cfg: PredictConfig) -> None:

@@ -693,6 +693,8 @@ class Noise2FastPredictor:
         do not depend on the order or the job a plane is processed in.
     """
 
+    kind = "plane"
+    halo_t = 0
     output_names: tuple[str, ...] = ("denoised",)
 
     def __init__(

@@ -554,6 +554,8 @@ class PN2VPredictor:
         Memory allowed for one chunk of sample maps (sets ``k_chunk`` per tile size).
     """
 
+    kind = "tiled"
+    halo_t = 0
     output_names: tuple[str, ...] = ("denoised", "uncertainty")
 
     def __init__(

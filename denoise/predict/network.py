@@ -164,6 +164,9 @@ class NetworkPredictor:
         Identifies the weights (for fingerprints).
     """
 
+    kind = "tiled"
+    halo_t = 0
+
     def __init__(self, model: nn.Module, meta: dict[str, Any], cfg: PredictConfig) -> None:
         self.model = model.eval()
         self.ndim = int(meta.get("ndim", getattr(model, "ndim", 2)))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import inspect
 import logging
 import os
 import shutil
@@ -38,11 +37,12 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from denoise.settings import PredictConfig
 from denoise.io import omezarr
 from denoise.predict import markers
+from denoise.predict.protocols import predictor_kind
 from denoise.predict.units import Unit, UnitLayout, output_chunks
 from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions, read_json
+from denoise.settings import PredictConfig
 from denoise.tiling.blend import blend_tiles, read_virtual
 from denoise.tiling.grid import TileGrid, plan_grid, round_up
 
@@ -162,16 +162,22 @@ def init_output(
 
 # ----------------------------------------------------------------------------- units
 def is_tiled(predictor: Any) -> bool:
-    """True for TiledPredictors (they declare ``halo`` and ``multiple``)."""
-    return hasattr(predictor, "halo") and hasattr(predictor, "multiple")
+    """True for TiledPredictors, False for PlanePredictors (their declared ``kind``).
 
-
-def _accepts_channel(fn: Any) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "channel" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    Raises
+    ------
+    TypeError
+        The predictor declares no kind.
+    NotImplementedError
+        It needs neighbouring frames (``halo_t > 0``), which this runner does not serve yet.
+    """
+    kind = predictor_kind(predictor)
+    if int(getattr(predictor, "halo_t", 0)):
+        raise NotImplementedError(
+            f"{type(predictor).__name__} needs {predictor.halo_t} neighbouring frame(s) along t "
+            "(halo_t); the unit runner predicts frame by frame only"
+        )
+    return kind == "tiled"
 
 
 @dataclass
@@ -238,15 +244,15 @@ class UnitRunner:
         letters = [lay.axes[i] for i in lay.sample_axes]
         starts = [unit.region[i].start for i in lay.sample_axes]
         grid = self.grid(unit) if self.tiled else None
-        pass_channel = self.tiled and _accepts_channel(predictor)
         for sample in unit.samples(lay.sample_axes):
             local = tuple(s - a for s, a in zip(sample, starts, strict=True))
             index = dict(zip(letters, sample, strict=True))
             channel = int(sample[lay.sample_axes.index(c_pos)]) if c_pos >= 0 else 0
             plane = np.asarray(block[local], dtype=np.float32)
             if self.tiled:
-                fn = (lambda t, c=channel: predictor(t, channel=c)) if pass_channel else predictor
-                pred = blend_tiles(fn, plane, grid, self.batch_size)
+                pred = blend_tiles(
+                    lambda t, c=channel: predictor(t, channel=c), plane, grid, self.batch_size
+                )
             else:
                 pred = np.asarray(predictor(plane, index), dtype=np.float32)
             if pred.shape[0] != len(names):

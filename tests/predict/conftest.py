@@ -47,6 +47,7 @@ def make_store(tmp_path: Path) -> Callable[..., Path]:
 class BoxPredictor:
     """TiledPredictor: per-channel scaled 5×5 box mean (receptive field 2 px)."""
 
+    kind, halo_t = "tiled", 0
     ndim = 2
     halo = 4
     multiple = 4
@@ -61,12 +62,13 @@ class BoxPredictor:
 class TwoOutputs:
     """TiledPredictor with two outputs: identity and doubled (no context needed)."""
 
+    kind, halo_t = "tiled", 0
     ndim = 2
     halo = 0
     multiple = 1
     output_names = ("denoised", "doubled")
 
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+    def __call__(self, tiles: np.ndarray, channel: int = 0) -> np.ndarray:
         t = tiles.astype(np.float32)
         return np.stack([t, 2 * t], axis=1)
 
@@ -74,6 +76,7 @@ class TwoOutputs:
 class GaussianPlanes:
     """PlanePredictor: a fixed Gaussian filter over whole planes (2D) or volumes (3D)."""
 
+    kind, halo_t = "plane", 0
     output_names = ("denoised",)
 
     def __init__(self, ndim: int = 2, sigma: float = 1.5) -> None:

@@ -27,7 +27,7 @@ from denoise.predict.runner import predict_units
 src, out, delay, counter = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 
 class SlowBox:
-    ndim, halo, multiple, receptive_field = 2, 4, 4, 2
+    kind, halo_t, ndim, halo, multiple, receptive_field = "tiled", 0, 2, 4, 4, 2
     output_names = ("denoised",)
     def __call__(self, tiles, channel=0):
         with open(counter, "a") as fh:
