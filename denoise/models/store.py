@@ -12,6 +12,7 @@ model.json always describes a complete model.pt.
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import os
@@ -48,7 +49,7 @@ def halo_for(receptive_field: int, multiple: int) -> int:
     return -(-int(receptive_field) // int(multiple)) * int(multiple)
 
 
-def receptive_field(model: UNet) -> int:
+def receptive_field(model: torch.nn.Module) -> int:
     """Measured receptive-field radius of ``model`` (pixels, along every spatial axis).
 
     The impulse response is measured on a one-feature, 2D twin of the network.  The reach
@@ -58,8 +59,27 @@ def receptive_field(model: UNet) -> int:
     gives the 3D radius too.  This keeps the measurement well under a second (a float64 3D
     impulse response takes tens of seconds on a CPU).
     """
+    if not isinstance(model, UNet):  # another architecture: measured on the network itself
+        return measure_receptive_field(model, int(model.ndim), multiple=int(model.multiple))
     twin = UNet(**{**model.hparams, "features": 1, "ndim": 2})
     return measure_receptive_field(twin, 2, multiple=model.multiple)
+
+
+def architecture_of(model: torch.nn.Module) -> str:
+    """``module:Class`` of a network, recorded so :func:`load_model` can rebuild it."""
+    return f"{type(model).__module__}:{type(model).__qualname__}"
+
+
+def _architecture(name: str | None) -> type[torch.nn.Module]:
+    if not name or name == architecture_of_class(UNet):
+        return UNet
+    module, _, cls = name.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def architecture_of_class(cls: type) -> str:
+    """``module:Class`` of a network class."""
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -101,6 +121,8 @@ def save_model(model_dir: str | Path, model: UNet, meta: dict[str, Any]) -> dict
     model_dir = Path(model_dir)
     full = dict(meta)
     full["hparams"] = dict(model.hparams)
+    if not isinstance(model, UNet):  # the U-Net is the default: its models stay as they were
+        full["architecture"] = architecture_of(model)
     full.setdefault("ndim", int(model.ndim))
     if full.get("receptive_field") is None:
         full["receptive_field"] = receptive_field(model)
@@ -155,7 +177,7 @@ def load_model(model_dir: str | Path) -> tuple[UNet, dict[str, Any]]:
     state = blob.pop("state_dict")
     if meta is None:
         meta = blob
-    model = UNet(**meta["hparams"])
+    model = _architecture(meta.get("architecture"))(**meta["hparams"])
     model.load_state_dict(state)
     model.eval()
     meta.setdefault("multiple", model.multiple)

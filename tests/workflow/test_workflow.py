@@ -50,6 +50,40 @@ def _sm(wd: Path, *extra: str, check: bool = True) -> subprocess.CompletedProces
     return _run(["-s", str(REPO / "Snakefile"), "-d", str(wd), "--cores", "2", *extra], cwd=wd, check=check)
 
 
+def _planned(wd: Path, override: dict) -> set[tuple[str | None, str]]:
+    """(dataset, rule) of every job ``snakemake -n`` plans after ``override``; config restored."""
+    path = wd / "config" / "config.yaml"
+    original = path.read_text()
+    cfg = yaml.safe_load(original)
+    for section, values in override.items():
+        for key, val in values.items():
+            cfg.setdefault(section, {}).setdefault(key, {})
+            if isinstance(val, dict):
+                cfg[section][key].update(val)
+            else:
+                cfg[section][key] = val
+    path.write_text(yaml.safe_dump(cfg))
+    try:
+        out = _sm(wd, "-n").stdout
+    finally:
+        path.write_text(original)
+    jobs: set[tuple[str | None, str]] = set()
+    rule = None
+    for line in out.splitlines():
+        text = line.strip()
+        if text.startswith(("rule ", "localrule ")) and text.endswith(":"):
+            if rule is not None:
+                jobs.add((None, rule))
+            rule = text.split()[1].rstrip(":")
+        elif rule is not None and text.startswith("wildcards:"):
+            wild = dict(w.split("=", 1) for w in text[len("wildcards:") :].replace(" ", "").split(","))
+            jobs.add((wild.get("dataset"), rule))
+            rule = None
+    if rule is not None:
+        jobs.add((None, rule))
+    return jobs
+
+
 def test_lint_clean():
     proc = _run(["--lint"], cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -116,6 +150,22 @@ def test_end_to_end_tiny(tmp_path):
     # A rerun does nothing.
     proc = _sm(wd, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # A method's own setting reruns that method's rows only; a shared train key, the trained rows.
+    rows = {"fish", "timelapse", "nuclei3d", "fish_gauss", "fish_pn2v", "timelapse_n2f"}
+    jobs = _planned(wd, {"methods": {"deconoising": {"psf_sigma": 1.5}}})
+    assert jobs == {
+        *(("nuclei3d", r) for r in ("train", "init_output", "predict", "gather_predict", "evaluate")),
+        (None, "report"),
+        (None, "all"),
+    }, jobs
+    jobs = _planned(wd, {"train": {"learning_rate": 1e-3}})
+    trained = {"fish", "timelapse", "nuclei3d", "fish_pn2v"}
+    assert {d for d, _ in jobs if d} == trained, jobs
+    assert ("fish_pn2v", "bootstrap_n2v") in jobs
+    assert {(d, "train") for d in trained} <= jobs
+    assert not {d for d, _ in jobs} & (rows - trained)
+    jobs = _planned(wd, {"methods": {"noise2fast": {"patience": 3}}})
+    assert {d for d, _ in jobs if d} == {"timelapse_n2f"} and ("timelapse_n2f", "train") not in jobs
     # A predict-only change reruns prediction and what follows, not training.
     cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
     cfg["predict"]["batch_size"] = 2
