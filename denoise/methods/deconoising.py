@@ -36,8 +36,14 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from denoise.io import omezarr
+from denoise.methods.n2v import train_n2v
+from denoise.methods.patches import choose_ndim
 from denoise.methods.registry import MethodSpec, TrainRequest
 from denoise.models.psf import PSFConv, load_psf, match_ndim
+from denoise.models.store import load_model
+from denoise.predict.network import NetworkPredictor
+from denoise.predict.reference import predict_whole_image
 from denoise.settings import PredictConfig, Strict, TrainConfig
 from denoise.tiling.grid import round_up
 
@@ -189,9 +195,6 @@ def train_deconoising(
     dict
         ``train_n2v``'s summary plus ``psf`` (the saved PSF description: kind, σ learned, radii).
     """
-    from denoise.io import omezarr
-    from denoise.methods.n2v import train_n2v
-    from denoise.methods.patches import choose_ndim
 
     array, axes = omezarr.open_image(store)
     ndim = choose_ndim(axes, tuple(int(s) for s in array.shape), cfg.dims, where=str(store))
@@ -247,7 +250,6 @@ class DecoNoisingPredictor:
     output_names = OUTPUT_NAMES
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], cfg: PredictConfig) -> None:
-        from denoise.predict.network import NetworkPredictor
 
         objective = meta.get("objective") or {}
         if objective.get("name") != NAME or "psf" not in objective:
@@ -285,7 +287,6 @@ class DecoNoisingPredictor:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, cfg: PredictConfig) -> DecoNoisingPredictor:
         """Load ``MODEL_DIR`` (trained by :func:`train_deconoising`) and wrap it."""
-        from denoise.models.store import load_model
 
         model, meta = load_model(model_dir)
         return cls(model, meta, cfg)
@@ -314,11 +315,7 @@ class DecoNoisingPredictor:
         np.ndarray
             ``(2, *image.shape)`` float32: denoised, deconvolved.
         """
-        from denoise.tiling.blend import reference_predict
-
-        return reference_predict(
-            lambda t: self(t, channel=channel), np.asarray(image), self.halo, self.multiple
-        )
+        return predict_whole_image(self, np.asarray(image), channel)
 
     def describe(self) -> dict[str, Any]:
         """Provenance (JSON-serialisable): the network's plus the PSF (learned σ)."""

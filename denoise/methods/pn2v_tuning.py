@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from denoise.io.omezarr import open_image
+from denoise.methods.pn2v_predictor import PN2VPredictor, rewrite_objective
+from denoise.models.store import load_model, pad_widths
 from denoise.settings import PredictConfig
-
-if TYPE_CHECKING:
-    from denoise.methods.pn2v import PN2VPredictor
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ CROP_Z = 16
 
 def _frames(store: str | Path, ndim: int, max_frames: int, crop: int) -> np.ndarray:
     """The first ``max_frames`` frames of channel 0, centred crop: ``(n, *spatial)`` float32."""
-    from denoise.io.omezarr import open_image
-
     arr, axes = open_image(store)
     if "t" not in axes or arr.shape[axes.index("t")] < 2:
         n = arr.shape[axes.index("t")] if "t" in axes else 0
@@ -88,9 +86,7 @@ def posterior_scores(
     frames
         ``(n, *spatial)`` raw frames of one scene (n ≥ 2), in order.
     """
-    from denoise.models.store import pad_widths
-
-    mean, std = predictor.net._norm(0)
+    mean, std = predictor.net.norm(0)
     widths = pad_widths(frames.shape[1:], predictor.halo, predictor.multiple)
     crop = tuple(slice(a, a + n) for (a, _), n in zip(widths, frames.shape[1:], strict=True))
     grid = [(s, t) for s in scales for t in temperatures]
@@ -101,7 +97,7 @@ def posterior_scores(
     pairs = 0
     for i, frame in enumerate(frames):
         padded = np.pad(frame, widths, mode="reflect")
-        feat = predictor._features(np.ascontiguousarray((padded[None] - mean) / std))
+        feat = predictor.features(np.ascontiguousarray((padded[None] - mean) / std))
         x = torch.from_numpy(padded).to(predictor.net.device)
         near = [j for j in (i - 1, i + 1) if 0 <= j < n]
         pairs += len(near)
@@ -137,8 +133,6 @@ def tune_posterior(
     ValueError
         The store has no ``t`` axis with two frames or more.
     """
-    from denoise.methods.pn2v import PN2VPredictor, rewrite_objective
-    from denoise.models.store import load_model
 
     model, meta = load_model(model_dir)
     predictor = PN2VPredictor(model, meta, cfg or PredictConfig(device="cpu"))
@@ -178,8 +172,6 @@ def reset_posterior(model_dir: str | Path) -> str | None:
 
     Returns the new ``sha256`` of model.pt, or ``None`` when there was nothing to drop.
     """
-    from denoise.methods.pn2v import rewrite_objective
-    from denoise.models.store import load_model
 
     model, meta = load_model(model_dir)
     objective = dict(meta.get("objective") or {})

@@ -213,7 +213,7 @@ class NetworkPredictor:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
 
-    def _buffers(self) -> dict[int, torch.Tensor]:
+    def buffers(self) -> dict[int, torch.Tensor]:
         """This thread's decoder buffers (threads sharing the predictor never share them)."""
         local = self.__dict__.setdefault("_local", threading.local())
         if not hasattr(local, "buffers"):
@@ -238,7 +238,27 @@ class NetworkPredictor:
         model, meta = load_model(model_dir)
         return cls(model, meta, cfg)
 
-    def _norm(self, channel: int) -> tuple[np.float32, np.float32]:
+    def is_constant(self, channel: int) -> bool:
+        """True when the channel was constant in training (it is passed through unchanged)."""
+        return channel < len(self.constant) and self.constant[channel]
+
+    def as_input(self, x_norm: np.ndarray) -> torch.Tensor:
+        """Normalised tiles ``(N, *spatial)`` as the network's input tensor on its device."""
+        t = torch.from_numpy(x_norm)[:, None].to(self.device)
+        if self.channels_last:
+            fmt = torch.channels_last if self.ndim == 2 else torch.channels_last_3d
+            t = t.contiguous(memory_format=fmt)
+        return t
+
+    def autocast(self) -> Any:
+        """The forward pass's precision context (float32, or bf16/fp16 autocast)."""
+        low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
+        return torch.autocast(
+            self.device.type, dtype=low or torch.float32, enabled=low is not None
+        )
+
+    def norm(self, channel: int) -> tuple[np.float32, np.float32]:
+        """The channel's normalisation ``(mean, std)``: ``x_norm = (x_raw - mean) / std``."""
         if not 0 <= channel < len(self.mean):
             raise ValueError(
                 f"channel {channel} has no normalisation statistics (the model was trained on "
@@ -261,7 +281,7 @@ class NetworkPredictor:
         np.ndarray
             ``(N, len(output_names), *spatial)`` float32.
         """
-        mean, std = self._norm(channel)
+        mean, std = self.norm(channel)
         if channel < len(self.constant) and self.constant[channel]:
             # A constant channel carries no noise: its denoised value is the value itself.
             same = np.asarray(tiles, dtype=np.float32)[:, None]
@@ -281,7 +301,7 @@ class NetworkPredictor:
             t = t.contiguous(memory_format=torch.channels_last if self.ndim == 2 else torch.channels_last_3d)
         low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=low or torch.float32, enabled=low is not None):
-            y = unet_forward(self.model, t, self._buffers()) if self.fused else self.model(t)
+            y = unet_forward(self.model, t, self.buffers()) if self.fused else self.model(t)
         return y.float().cpu().contiguous().numpy()
 
     def _forward_batches(self, x: np.ndarray) -> np.ndarray:

@@ -14,9 +14,9 @@ from denoise.methods.pn2v import (
     PN2VObjective,
     PN2VPredictor,
     as_noise_model,
-    posterior_moments,
     train_pn2v,
 )
+from denoise.methods.pn2v_predictor import posterior_moments
 from denoise.models.store import load_model, save_model
 from denoise.models.unet import UNet
 from denoise.noise.base import PoissonGaussianNoiseModel

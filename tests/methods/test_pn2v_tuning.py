@@ -48,7 +48,7 @@ def test_next_frame_score_is_the_true_mse_plus_the_noise(trained):
     pred = PN2VPredictor(model, meta, CPU)
     scores = posterior_scores(pred, frames)
     assert [(s, t) for s, t, _ in scores] == [(s, t) for s in SCALES for t in TEMPERATURES]
-    mean, std = pred.net._norm(0)
+    mean, std = pred.net.norm(0)
     true = []
     for s, t, _ in scores:
         est = np.stack([_estimate(pred, f, mean, std, s, t) for f in frames])
@@ -70,7 +70,7 @@ def _estimate(pred, frame, mean, std, scale, temperature):
 
     widths = pad_widths(frame.shape, pred.halo, pred.multiple)
     padded = np.pad(frame, widths, mode="reflect")
-    feat = pred._features(np.ascontiguousarray((padded[None] - mean) / std))
+    feat = pred.features(np.ascontiguousarray((padded[None] - mean) / std))
     mmse, _ = pred.posterior(feat, torch.from_numpy(padded), mean, std, scale, temperature)
     crop = tuple(slice(a, a + n) for (a, _), n in zip(widths, frame.shape, strict=True))
     return mmse.numpy()[crop]
@@ -85,7 +85,7 @@ def test_training_with_frames_stores_the_choice_and_the_predictor_uses_it(traine
     pred = PN2VPredictor.from_model_dir(tmp / "m", CPU)
     assert (pred.posterior_scale, pred.temperature) == (post["scale"], post["temperature"])
     assert pred.describe()["posterior_scale"] == post["scale"]
-    mean, std = pred.net._norm(0)
+    mean, std = pred.net.norm(0)
     tuned = pred.predict_image(frames[0])[0]
     np.testing.assert_allclose(
         tuned, _estimate(pred, frames[0], mean, std, post["scale"], post["temperature"]), atol=1e-4
