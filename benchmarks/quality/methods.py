@@ -14,8 +14,6 @@ Optional methods (PN2V, DecoNoising, CAREamics, BM3D) report themselves unavaila
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -284,118 +282,40 @@ def _network_result(
     return outs, time.perf_counter() - t_start, extra
 
 
-def _run_n2v(item: Item, ctx: Context, n2v2: bool) -> tuple[np.ndarray, float, dict[str, Any]]:
-    from denoise.methods.n2v import train_n2v
-    from denoise.models.store import load_model, predict_whole
-
-    budget = ctx.budget(item)
-    store = _store(item, ctx)
-    name = "n2v2" if n2v2 else "n2v"
-    t0 = time.perf_counter()
-    summary = train_n2v(store, store.parent / name, train_config(budget, ctx), seed=ctx.seed,
-                        n2v2=n2v2, fingerprint=f"quality:{item.set}:{item.name}", progress=False)  # fmt: skip
-    train_s = time.perf_counter() - t0
-    model, meta = load_model(store.parent / name)
-    extra = {"budget": f"{budget:g} s training", "train_s": train_s,
-             "steps": summary["steps_done"], "steps_per_s": summary["steps_per_second"]}  # fmt: skip
-    return _network_result(item, lambda m: predict_whole(model, meta, np.asarray(m)), t0, extra)
-
-
-def run_n2v(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """Our N2V trained on the unit for the set's budget, whole-image prediction."""
-    return _run_n2v(item, ctx, n2v2=False)
-
-
-def run_n2v2(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """Our N2V2 (blur-pool, no top skip, median replacement), same budget as N2V."""
-    return _run_n2v(item, ctx, n2v2=True)
-
-
-#: Modules and training entry points of the methods other engineers are building.
-OPTIONAL_NETWORKS: dict[str, tuple[str, str]] = {
-    "pn2v": ("denoise.methods.pn2v", "train_pn2v"),
-    "deconoising": ("denoise.methods.deconoising", "train_deconoising"),
-}
-
-
-def _optional_entry(method: str) -> tuple[Callable[..., Any] | None, str]:
-    module, func = OPTIONAL_NETWORKS[method]
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        return None, f"{module} not importable ({exc.__class__.__name__}: {exc})"
-    fn = getattr(mod, func, None)
-    if not callable(fn):
-        return None, f"{module} has no {func}() yet"
-    return fn, ""
-
-
-def _predictor_class(method: str) -> Any:
-    """The method module's own TiledPredictor (a ``*Predictor`` class with ``from_model_dir``),
-    else the plain ``NetworkPredictor``."""
-    from denoise.predict.network import NetworkPredictor
-
-    mod = importlib.import_module(OPTIONAL_NETWORKS[method][0])
-    for name, obj in vars(mod).items():
-        if (
-            inspect.isclass(obj)
-            and name.endswith("Predictor")
-            and obj.__module__ == mod.__name__
-            and hasattr(obj, "from_model_dir")
-        ):
-            return obj
-    return NetworkPredictor
-
-
-def _run_optional(
-    item: Item, ctx: Context, method: str
-) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """Train PN2V / DecoNoising through their ``train_*`` entry point (same call as N2V), then
-    predict whole planes with the module's own predictor, output ``denoised``."""
+def run_trained(item: Item, ctx: Context, method: str) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """Any trained method of the registry: its own train function on the unit for the set's
+    budget (default ``methods.<name>`` settings), then whole-image prediction with its own
+    predictor (output ``denoised``)."""
     from denoise.config import PredictConfig
-    from denoise.models.store import pad_widths
+    from denoise.methods.registry import PredictRequest, TrainRequest, get_method
+    from denoise.predict.reference import predict_whole_image
 
-    fn, why = _optional_entry(method)
-    if fn is None:
-        raise RuntimeError(why)
+    spec = get_method(method)
     budget = ctx.budget(item)
     store = _store(item, ctx)
-    kwargs: dict[str, Any] = {"seed": ctx.seed, "fingerprint": f"quality:{item.set}:{item.name}"}
-    params = inspect.signature(fn).parameters
-    if "progress" in params:
-        kwargs["progress"] = False
-    for key in ("noise_model", "noise_params"):
-        if key in params:
-            kwargs[key] = positive_gain(noise_fit(item, ctx))
+    settings = spec.settings()
+    noise = positive_gain(noise_fit(item, ctx)) if "noise_model" in spec.needs else None
+    request = TrainRequest(
+        store=str(store), model_dir=str(store.parent / method), train=train_config(budget, ctx),
+        settings=settings, seed=ctx.seed, fingerprint=f"quality:{item.set}:{item.name}",
+        noise_model=noise,  # a fitted Poisson-Gaussian model (dict) where the method needs one
+    )  # fmt: skip
     t0 = time.perf_counter()
-    fn(store, store.parent / method, train_config(budget, ctx), **kwargs)
+    summary = spec.train(request)
     train_s = time.perf_counter() - t0
-    cls = _predictor_class(method)
-    pred = cls.from_model_dir(store.parent / method, PredictConfig(device="cpu"))
-    names = tuple(getattr(pred, "output_names", ("denoised",)))
-    out_index = names.index("denoised") if "denoised" in names else 0
+    pred = spec.predictor(PredictRequest(
+        predict=PredictConfig(device="cpu"), settings=settings, seed=ctx.seed,
+        model_dir=request.model_dir,
+    ))  # fmt: skip
+    out_index = spec.outputs.index("denoised")
 
     def predict(m: np.ndarray) -> np.ndarray:
-        x = np.asarray(m, np.float32)
-        if hasattr(pred, "predict_whole"):
-            return np.asarray(pred.predict_whole(x, channel=0))[out_index]
-        widths = pad_widths(x.shape, pred.halo, pred.multiple)
-        out = pred(np.pad(x, widths, mode="reflect")[None], channel=0)[0, out_index]
-        return out[tuple(slice(a, a + n) for (a, _), n in zip(widths, x.shape, strict=True))]
+        return predict_whole_image(pred, np.asarray(m, np.float32))[out_index]
 
     extra = {"budget": f"{budget:g} s training", "train_s": train_s,
-             "predictor": f"{cls.__name__}[{names[out_index]}]"}  # fmt: skip
+             "steps": summary.get("steps_done"), "steps_per_s": summary.get("steps_per_second"),
+             "predictor": f"{type(pred).__name__}[denoised]"}  # fmt: skip
     return _network_result(item, predict, t0, extra)
-
-
-def run_pn2v(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """PN2V (when ``denoise.methods.pn2v`` provides ``train_pn2v``)."""
-    return _run_optional(item, ctx, "pn2v")
-
-
-def run_deconoising(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """DecoNoising's denoised output (when ``denoise.methods.deconoising`` provides it)."""
-    return _run_optional(item, ctx, "deconoising")
 
 
 def run_noise2fast(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any]]:
@@ -404,18 +324,18 @@ def run_noise2fast(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[st
     Not ranked by the no-reference score: its ``denoise_fn`` would be a full retraining.
     """
     from denoise.config import PredictConfig
-    from denoise.methods.noise2fast import Noise2FastPredictor
+    from denoise.methods.noise2fast import Noise2FastPredictor, Noise2FastSettings
 
-    cfg = PredictConfig(device="cpu", noise2fast_max_steps=ctx.n2f_max_steps)
-    pred = Noise2FastPredictor(cfg, seed=ctx.seed)
+    cfg = Noise2FastSettings(max_steps=ctx.n2f_max_steps)
+    pred = Noise2FastPredictor(PredictConfig(device="cpu"), seed=ctx.seed, settings=cfg)
     t0 = time.perf_counter()
     outs, steps, stops = [], [], []
     for k, p in zip(item.frames, _planes(item), strict=True):
         outs.append(pred(p.astype(np.float32), {"t": k})[0])
         steps.append(pred.last_info.get("steps"))
         stops.append(pred.last_info.get("stop_reason"))
-    extra = {"budget": f"own stop (patience {cfg.noise2fast_patience}×"
-                       f"{cfg.noise2fast_validate_every} steps, ≤ {ctx.n2f_max_steps} steps)",
+    extra = {"budget": f"own stop (patience {cfg.patience}×"
+                       f"{cfg.validate_every} steps, ≤ {ctx.n2f_max_steps} steps)",
              "steps": steps, "stop": stops}  # fmt: skip
     return np.stack(outs), time.perf_counter() - t0, extra
 
@@ -447,19 +367,32 @@ def run_careamics(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str
     return np.stack(preds[:n]).astype(np.float32), float(info["seconds"]), extra
 
 
-RUNNERS: dict[str, Runner] = {
-    "noisy": run_noisy,
-    "gaussian_oracle": run_gaussian_oracle,
-    "gaussian": run_gaussian,
-    "bm3d_vst": run_bm3d_vst,
-    "bm3d_vst_oracle": run_bm3d_vst_oracle,
-    "n2v": run_n2v,
-    "n2v2": run_n2v2,
-    "pn2v": run_pn2v,
-    "deconoising": run_deconoising,
-    "noise2fast": run_noise2fast,
-    "careamics_n2v": run_careamics,
-}
+def _runners() -> dict[str, Runner]:
+    """References and peers, then every registered method (trained ones run generically)."""
+    from denoise.methods.registry import all_methods
+
+    own: dict[str, Runner] = {
+        "gaussian": run_gaussian,
+        "bm3d_vst": run_bm3d_vst,
+        "noise2fast": run_noise2fast,
+    }
+    runners: dict[str, Runner] = {
+        "noisy": run_noisy,
+        "gaussian_oracle": run_gaussian_oracle,
+        "bm3d_vst_oracle": run_bm3d_vst_oracle,
+    }
+    for spec in all_methods():
+        if spec.trained:
+            runners[spec.name] = lambda item, ctx, m=spec.name: run_trained(item, ctx, m)
+        elif spec.name in own:
+            runners[spec.name] = own[spec.name]
+        else:
+            raise KeyError(f"quality benchmark: no runner for the {spec.kind} method '{spec.name}'")
+    runners["careamics_n2v"] = run_careamics
+    return runners
+
+
+RUNNERS: dict[str, Runner] = _runners()
 
 LABELS: dict[str, str] = {
     "noisy": "noisy input",
@@ -478,13 +411,6 @@ LABELS: dict[str, str] = {
 
 def availability(method: str, ctx: Context) -> str:
     """Empty when ``method`` can run here, else why not (printed as a note, never an error)."""
-    if method in OPTIONAL_NETWORKS:
-        return _optional_entry(method)[1]
-    if method == "noise2fast":
-        try:
-            importlib.import_module("denoise.methods.noise2fast")
-        except ImportError as exc:
-            return f"denoise.methods.noise2fast not importable ({exc})"
     if method in ("bm3d_vst", "bm3d_vst_oracle"):
         try:
             import bm3d  # noqa: F401

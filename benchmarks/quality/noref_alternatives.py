@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in (0.8, 1.0, 1.4, 2.0, 3.0)
         }
         outputs = {name: fn(x) for name, fn in fns.items()}
-        for name, runner in (("bm3d_vst", M.run_bm3d_vst), ("n2v", M.run_n2v),
+        for name, runner in (("bm3d_vst", M.run_bm3d_vst), ("n2v", M.RUNNERS["n2v"]),
                              ("deconoising", M.run_deconoising)):  # fmt: skip
             denoised, _, extra = runner(item, ctx)
             fns[name], outputs[name] = extra["score_fns"][0], denoised[0]
