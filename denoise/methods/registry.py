@@ -232,3 +232,13 @@ def markdown_table() -> str:
         outs = ", ".join(spec.outputs)
         lines.append(f"| `{spec.name}` | {spec.kind} | {outs} | {needs} | {spec.summary} |")
     return "\n".join(lines)
+
+
+def markdown_settings_table() -> str:
+    """The README's table of every method's own settings (``methods.<name>.<key>``)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for spec in all_methods():
+        for key, info in spec.settings.model_fields.items():
+            default = "none" if info.default is None else f"`{info.default}`"
+            lines.append(f"| `methods.{spec.name}.{key}` | {default} | {info.description or ''} |")
+    return "\n".join(lines)
