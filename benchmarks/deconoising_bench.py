@@ -145,7 +145,11 @@ def run_network(
     """Train N2V or DecoNoising on the task's noisy data and score its outputs."""
     from denoise.config import PredictConfig
     from denoise.io.ingest import ingest
-    from denoise.methods.deconoising import DecoNoisingPredictor, train_deconoising
+    from denoise.methods.deconoising import (
+        DecoNoisingPredictor,
+        DecoNoisingSettings,
+        train_deconoising,
+    )
     from denoise.methods.n2v import train_n2v
     from denoise.metrics.image import psnr
     from denoise.models.store import load_model, predict_whole
@@ -172,10 +176,10 @@ def run_network(
         model, meta = load_model(tmp / "model")
         outs = np.stack([predict_whole(model, meta, f) for f in frames])
     else:
-        extra = {"psf_sigma": task["sigma"], "learn_psf": bool(task.get("learn"))}
-        cfg = _train_config(steps, threads, **extra)
+        settings = DecoNoisingSettings(psf_sigma=task["sigma"], learn_psf=bool(task.get("learn")))
+        cfg = _train_config(steps, threads)
         summary = train_deconoising(
-            tmp / "noisy.ome.zarr", tmp / "model", cfg, seed, progress=False
+            tmp / "noisy.ome.zarr", tmp / "model", cfg, seed, progress=False, settings=settings
         )
         train_s = time.perf_counter() - t0
         pred = DecoNoisingPredictor.from_model_dir(tmp / "model", PredictConfig(threads=threads))

@@ -100,7 +100,7 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
     from denoise.config import NoiseModelConfig, PredictConfig, TrainConfig
     from denoise.io.ingest import ingest
     from denoise.methods.n2v import train_n2v
-    from denoise.methods.pn2v import PN2VPredictor, train_pn2v
+    from denoise.methods.pn2v import PN2VPredictor, PN2VSettings, train_pn2v
     from denoise.models.store import load_model, predict_whole
     from denoise.noise.calibration import fit_from_pairs, fit_noise_model
     from denoise.noise.plot_models import plot_noise_models
@@ -115,7 +115,6 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
         steps_per_epoch=max(1, args.steps // args.epochs),
         device="cpu",
         threads=args.threads,
-        pn2v_samples=args.samples,
     )
     pcfg = PredictConfig(device="cpu", threads=args.threads)
     methods = args.methods
@@ -172,12 +171,7 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
         summary = train_pn2v(
             store,
             d,
-            TrainConfig(
-                **base,
-                learning_rate=args.lr_pn2v,
-                pn2v_mean_weight=args.mean_weight,
-                pn2v_posterior=args.posterior,
-            ),
+            TrainConfig(**base, learning_rate=args.lr_pn2v),
             args.seed,
             nm,
             fingerprint=f"pn2v_fmd:{name}:{key}:{digest(nm, args)}",
@@ -185,6 +179,9 @@ def run_config(name: str, args: argparse.Namespace, work: Path, out: Path) -> di
             spread=args.spread,
             learn_spread=args.spread != 1.0,
             calibrate=not args.no_calibrate,
+            settings=PN2VSettings(
+                samples=args.samples, mean_weight=args.mean_weight, posterior=args.posterior
+            ),
         )
         train_s = time.perf_counter() - t0
         predictor = PN2VPredictor.from_model_dir(d, pcfg)
@@ -385,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("paper", "frames"),
         default="paper",
         help="PN2V posterior: the paper's MMSE, or spread and temperature tuned by next-frame "
-        "MSE on the 4 raw frames (train.pn2v_posterior; no ground truth)",
+        "MSE on the 4 raw frames (methods.pn2v.posterior; no ground truth)",
     )
     ap.add_argument(
         "--mean-weight",
