@@ -257,6 +257,23 @@ def as_noise_model(
     return noise_model_from_dict(data)
 
 
+def _check_store(store: str | Path, settings: PN2VSettings) -> np.dtype:
+    """One channel, and a second frame when the posterior is tuned on frames; the dtype."""
+    arr, axes = open_image(store)
+    if "c" in axes and arr.shape[axes.index("c")] > 1:
+        raise ValueError(
+            f"{store}: PN2V trains one channel at a time (the store has "
+            f"{arr.shape[axes.index('c')]} channels, each with its own noise model); "
+            "split the channels into separate datasets"
+        )
+    if settings.posterior == "frames" and ("t" not in axes or arr.shape[axes.index("t")] < 2):
+        raise ValueError(
+            f"{store}: methods.pn2v.posterior 'frames' tunes the posterior on repeated frames, "
+            f"but the store has axes {axes!r} with no second frame along t; use 'paper'"
+        )
+    return arr.dtype
+
+
 def train_pn2v(
     store: str | Path,
     model_dir: str | Path,
@@ -295,21 +312,9 @@ def train_pn2v(
         directory's metadata holds ``objective = {"name": "pn2v", "samples": K,
         "noise_model": {...}}`` for :class:`PN2VPredictor`.
     """
-
-    arr, axes = open_image(store)
-    if "c" in axes and arr.shape[axes.index("c")] > 1:
-        raise ValueError(
-            f"{store}: PN2V trains one channel at a time (the store has "
-            f"{arr.shape[axes.index('c')]} channels, each with its own noise model); "
-            "split the channels into separate datasets"
-        )
     settings = settings or PN2VSettings()
-    if settings.posterior == "frames" and ("t" not in axes or arr.shape[axes.index("t")] < 2):
-        raise ValueError(
-            f"{store}: methods.pn2v.posterior 'frames' tunes the posterior on repeated frames, "
-            f"but the store has axes {axes!r} with no second frame along t; use 'paper'"
-        )
-    model = as_noise_model(noise_model, arr.dtype)
+    dtype = _check_store(store, settings)
+    model = as_noise_model(noise_model, dtype)
     objective = PN2VObjective(model, settings.samples, spread, learn_spread, settings.mean_weight)
     summary = train_n2v(
         store,
