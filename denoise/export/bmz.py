@@ -41,13 +41,19 @@ import torch
 
 from denoise import __version__
 from denoise.export.network import RawDenoiser, architecture_source, scripted
+from denoise.methods.registry import all_methods
 from denoise.models.store import MODEL_FILE, load_model, predict_whole
 from denoise.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
-#: Methods whose models this exporter handles (single-channel blind-spot U-Nets).
-N2V_METHODS = ("n2v", "n2v2")
+
+
+def exportable_methods() -> tuple[str, ...]:
+    """Methods whose models this exporter handles (declared ``exportable`` in the registry)."""
+    return tuple(m.name for m in all_methods() if m.exportable)
+
+
 INPUT_ID = "raw"
 OUTPUT_ID = "denoised"
 ARCH_FILE = "denoise_unet.py"
@@ -393,10 +399,10 @@ def export_bmz(
     model, meta = load_model(model_dir)
     method = str(meta.get("method"))
     hp = dict(meta["hparams"])
-    if method not in N2V_METHODS or hp.get("in_channels", 1) != 1 or hp.get("out_channels", 1) != 1:
+    if method not in exportable_methods() or hp.get("in_channels", 1) != 1 or hp.get("out_channels", 1) != 1:
         raise ValueError(
             f"{model_dir}: export-bmz handles single-channel N2V-type models "
-            f"({', '.join(N2V_METHODS)}), not method '{method}' with hparams {hp}"
+            f"({', '.join(exportable_methods())}), not method '{method}' with hparams {hp}"
         )
     ndim = int(meta["ndim"])
     mean = [float(v) for v in meta["norm"]["mean"]]
