@@ -21,11 +21,11 @@ import dask
 import dask.array as da
 import numpy as np
 
-from denoise.settings import IngestConfig
 from denoise.io import omezarr
 from denoise.io.axes import canonical_order, transpose_to_canonical
 from denoise.io.readers import InputError, LazyImage, open_input
 from denoise.provenance import STAGE_VERSIONS, fingerprint, input_identity, package_versions
+from denoise.settings import IngestConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,12 @@ from typing import Any
 
 import dask
 import dask.array as da
+import imageio.v3 as iio
 import numpy as np
+import tifffile
+import zarr
 
+from denoise.io import omezarr
 from denoise.io.axes import AxesError, validate_axes
 
 
@@ -63,9 +67,6 @@ def _tiff_axes(series_axes: str) -> str:
 
 
 def read_tiff(path: Path, axes: str = "") -> LazyImage:
-    import tifffile
-    import zarr
-
     where = str(path)
     if path.stat().st_size == 0:
         raise InputError(f"{where}: the file is empty (0 bytes); {_RECOPY}")
@@ -104,8 +105,6 @@ def read_tiff(path: Path, axes: str = "") -> LazyImage:
 
 
 def read_png_series(pattern: str, axes: str = "") -> LazyImage:
-    import imageio.v3 as iio
-
     p = Path(pattern)
     if p.is_dir():
         files = sorted(str(f) for f in p.iterdir() if f.suffix.lower() == ".png")
@@ -158,10 +157,6 @@ def read_npy(path: Path, axes: str = "") -> LazyImage:
 
 
 def read_zarr(path: Path, axes: str = "") -> LazyImage:
-    import zarr
-
-    from denoise.io import omezarr
-
     where = str(path)
     try:
         node = zarr.open(str(path), mode="r")

@@ -26,8 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from denoise.settings import NoiseModelConfig
+from denoise.io.omezarr import open_image
+from denoise.io.readers import open_input
+from denoise.models.store import load_model, predict_whole  # stated layering exception
 from denoise.noise.base import NoiseModelBase, PoissonGaussianNoiseModel, recording_conventions
+from denoise.noise.gmm import GMMNoiseModel
+from denoise.noise.histogram import HistogramNoiseModel
+from denoise.noise.poisson_gaussian import estimate_poisson_gaussian
+from denoise.settings import NoiseModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +67,6 @@ def pairs_from_stack(
     x, s, dtype
         Flat float64 arrays of equal length, and the stack's dtype.
     """
-    from denoise.io.readers import open_input
-
     img = open_input(str(uri), axes)
     data, ax = img.data, img.axes
     if "c" in ax:
@@ -113,9 +117,6 @@ def pairs_from_n2v(
     Random planes (2D models) or volumes (3D models) of ``channel`` are predicted whole until
     ``max_samples`` pixels are in hand.
     """
-    from denoise.io.omezarr import open_image
-    from denoise.models.store import load_model, predict_whole
-
     arr, axes = open_image(store)
     model, meta = load_model(n2v_model_dir)
     spatial = "zyx" if int(meta["ndim"]) == 3 else "yx"
@@ -186,14 +187,10 @@ def fit_from_pairs(
         s = align_signal(x, s)[0]
     conv = recording_conventions(dtype)
     if kind == "histogram":
-        from denoise.noise.histogram import HistogramNoiseModel
-
         return HistogramNoiseModel.fit(
             x, s, clip_low=conv["clip_low"], clip_high=conv["clip_high"], **options
         )
     if kind in ("gmm", "gmm_bootstrap"):
-        from denoise.noise.gmm import GMMNoiseModel
-
         return GMMNoiseModel.fit(x, s, seed=seed, **conv, **options)
     raise ValueError(f"fit_from_pairs: kind must be histogram, gmm or gmm_bootstrap, got {kind!r}")
 
@@ -230,15 +227,11 @@ def fit_noise_model(
     list
         One model per channel (save with :func:`denoise.noise.base.save_noise_models`).
     """
-    from denoise.io.omezarr import open_image
-
     if kind not in KINDS:
         raise ValueError(f"unknown noise model '{kind}'; choose one of {', '.join(KINDS)}")
     arr, axes = open_image(store)
     n_c = arr.shape[axes.index("c")] if "c" in axes else 1
     if kind == "poisson_gaussian":
-        from denoise.noise.poisson_gaussian import estimate_poisson_gaussian
-
         result = estimate_poisson_gaussian(store, cfg, seed)
         conv = recording_conventions(arr.dtype)
         return [

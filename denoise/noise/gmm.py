@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoise.noise.base import NoiseModelBase, gaussian_log_prob
+from denoise.noise.interface import NoiseModelBase, gaussian_log_prob
 
 log = logging.getLogger(__name__)
 

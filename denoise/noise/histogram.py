@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from denoise.noise.base import NoiseModelBase
+from denoise.noise.interface import NoiseModelBase
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +25,6 @@ def plot_noise_model(result: dict[str, Any], path: str | Path) -> None:
         PNG file to write (parent folders are created).
     """
     # The Agg canvas directly, without pyplot: no global backend switch, no GUI, thread-safe.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     channels = result["channels"] if "channels" in result else [result]
     n = len(channels)
     fig = Figure(figsize=(4.5 * n, 3.8))

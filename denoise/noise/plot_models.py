@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from denoise.noise.base import NoiseModelBase
 
@@ -76,9 +78,6 @@ def plot_noise_models(
     title
         Figure title.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     n = len(models)
     pairs = list(pairs) if pairs is not None else [None] * n
     fig = Figure(figsize=(11, 3.8 * n))

@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from denoise.io.omezarr import open_image
 from denoise.settings import NoiseModelConfig
 
 log = logging.getLogger(__name__)
@@ -400,8 +401,6 @@ def estimate_poisson_gaussian(
         ``{"channels": [per-channel fit, ...], "axes", "shape", "dtype", "block",
         "max_samples", "seed", "model", "convention"}``; JSON-serialisable.
     """
-    from denoise.io.omezarr import open_image
-
     arr, axes = open_image(store)
     n_c = arr.shape[axes.index("c")] if "c" in axes else 1
     channels = []

@@ -53,14 +53,6 @@ def write_marker(store: str | Path, unit: int, run_fingerprint: str, info: Mappi
     atomic_write_json(marker_path(store, unit), {"unit": int(unit), "fingerprint": run_fingerprint, **(info or {})})
 
 
-def read_marker(store: str | Path, unit: int) -> dict[str, Any] | None:
-    """The marker of ``unit``, or ``None`` when absent or unreadable."""
-    try:
-        return json.loads(marker_path(store, unit).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def done_units(store: str | Path, run_fingerprint: str) -> set[int]:
     """Ids of the units of ``store`` whose marker holds ``run_fingerprint``.
 
