@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from denoise.tiling.grid import TileGrid, plan_grid, reflect_index, round_up
+from denoise.tiling.grid import TileGrid, pad_widths, plan_grid, reflect_index
 from denoise.tiling.windows import tile_window
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,6 @@ def predict_tiled(
     return blend_tiles(predict_fn, block, grid, batch_size)
 
 
-def reference_pad_widths(shape: Sequence[int], halo: int, multiple: int) -> list[tuple[int, int]]:
-    """Padding of the whole-image reference: ``halo`` before, ``halo`` + up to a multiple after."""
-    return [(halo, round_up(n + 2 * halo, multiple) - n - halo) for n in shape]
-
-
 def reference_predict(predictor_fn: PredictFn, image: np.ndarray, halo: int, multiple: int) -> np.ndarray:
     """Whole-image reference: reflect-pad, one call of the network, crop.
 
@@ -165,7 +160,7 @@ def reference_predict(predictor_fn: PredictFn, image: np.ndarray, halo: int, mul
     """
     if halo % multiple:
         raise ValueError(f"halo {halo} must be a multiple of {multiple}")
-    widths = reference_pad_widths(image.shape, halo, multiple)
+    widths = pad_widths(image.shape, halo, multiple)
     padded = np.pad(np.asarray(image, dtype=np.float32), widths, mode="reflect")
     out = np.asarray(predictor_fn(padded[None]), dtype=np.float32)[0]
     return out[(slice(None), *(slice(halo, halo + n) for n in image.shape))]

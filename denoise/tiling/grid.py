@@ -32,6 +32,17 @@ def round_up(value: int, multiple: int) -> int:
     return -(-int(value) // int(multiple)) * int(multiple)
 
 
+def pad_widths(shape: Sequence[int], halo: int, multiple: int) -> list[tuple[int, int]]:
+    """Reflect padding of a whole-image prediction, per axis: ``halo`` before, ``halo`` +
+    ``(-n) % multiple`` after.
+
+    The one padding convention of the whole-image reference (:func:`denoise.tiling.blend.
+    reference_predict`, ``denoise.models.store.predict_whole``).  With ``halo`` a multiple of
+    ``multiple`` (every halo is: ``halo_for`` rounds up) the padded length is a multiple too.
+    """
+    return [(int(halo), int(halo) + (-int(n)) % int(multiple)) for n in shape]
+
+
 def round_down(value: int, multiple: int) -> int:
     """Largest multiple of ``multiple`` that is ``<= value``."""
     return (int(value) // int(multiple)) * int(multiple)

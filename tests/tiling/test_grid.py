@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from denoise.tiling.grid import AxisTiles, plan_axis, plan_grid, reflect_index
+from denoise.tiling.grid import AxisTiles, pad_widths, plan_axis, plan_grid, reflect_index
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 37])
@@ -62,3 +62,10 @@ def test_grid_shape_and_read_box() -> None:
     assert g.region_shape == (50, 80)
     assert all(lo % 4 == 0 for lo in g.read_lo)
     assert len(g) == len(list(g.tiles()))
+
+
+def test_pad_widths_halo_before_halo_and_multiple_after():
+    assert pad_widths((13, 16, 1), 8, 4) == [(8, 11), (8, 8), (8, 11)]
+    for n in range(1, 40):
+        ((lo, hi),) = pad_widths((n,), 8, 8)
+        assert lo == 8 and hi >= 8 and (lo + n + hi) % 8 == 0 and hi - 8 < 8
