@@ -38,6 +38,7 @@ class TrivialPredictor:
     """Identity TiledPredictor with a small halo (no compute: measures the pipeline)."""
 
     ndim = 2
+    kind, halo_t = "tiled", 0
     halo = 8
     multiple = 8
     receptive_field = 0

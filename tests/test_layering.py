@@ -7,6 +7,7 @@ in the "Layering" section of ``docs/architecture.md``.
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -122,11 +123,18 @@ def _function_lengths(path: Path) -> dict[str, int]:
 
 
 def _lint_imports(config: Path) -> int:
-    """Exit code of ``lint-imports`` on ``config`` (0: every contract kept)."""
-    pytest.importorskip("importlinter", reason="import-linter (the dev extra) is not installed")
-    from importlinter.cli import lint_imports
+    """Exit code of ``lint-imports`` on ``config`` (0: every contract kept); its report printed.
 
-    return lint_imports(config_filename=str(config), no_cache=True, no_logo=True)
+    Run in a subprocess: import-linter reconfigures logging in-process, which silenced the
+    loggers of tests that ran after it (``caplog`` saw nothing).
+    """
+    pytest.importorskip("importlinter", reason="import-linter (the dev extra) is not installed")
+    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(config_filename=sys.argv[1], no_cache=True, no_logo=True))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(config)], cwd=ROOT, capture_output=True, text=True
+    )
+    print(proc.stdout, proc.stderr)
+    return proc.returncode
 
 
 def test_import_contract_is_kept(capsys):

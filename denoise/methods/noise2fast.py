@@ -43,6 +43,7 @@ from torch.nn import functional as F
 
 from denoise.methods.registry import MethodSpec, PredictRequest
 from denoise.models.device import resolve_device
+from denoise.progress import progress
 from denoise.settings import PredictConfig, Strict
 
 log = logging.getLogger(__name__)
@@ -388,8 +389,10 @@ def _train(
     if any(s is not None for s in init_states):
         drop(validate(0), 0, "patience")
     step = 0
+    bar = progress(max_steps, label, unit="step")  # total = the step cap; patience stops early
     while active and step < max_steps:
         step += 1
+        bar.update(1, nets=len(active))
         opt.zero_grad(set_to_none=True)
         chosen = pairs if batch_pairs else [pairs[int(pick.integers(len(pairs)))]]
         loss = 0.0
@@ -426,6 +429,9 @@ def _train(
                 last_log = now
     if active:
         drop(list(range(len(active))), step, "max_steps")
+    else:
+        bar.stop("patience")
+    bar.close()
     return [results[g] for g in range(groups)]
 
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from denoise.settings import PredictConfig
 from denoise.predict.runner import prepare_run, progress_bar, summarize
+from denoise.settings import PredictConfig
 
 log = logging.getLogger(__name__)
 

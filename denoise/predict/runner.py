@@ -23,7 +23,6 @@ import fcntl
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from collections import deque
@@ -35,12 +34,12 @@ from typing import Any
 
 import numpy as np
 import zarr
-from tqdm import tqdm
 
 from denoise.io import omezarr
 from denoise.predict import markers
 from denoise.predict.protocols import predictor_kind
 from denoise.predict.units import Unit, UnitLayout, output_chunks
+from denoise.progress import Progress, progress
 from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions, read_json
 from denoise.settings import PredictConfig
 from denoise.tiling.blend import blend_tiles, read_virtual
@@ -331,10 +330,9 @@ def make_runner(
 
 
 # ----------------------------------------------------------------------------- pipeline
-def progress_bar(total: int, desc: str) -> tqdm:
-    """tqdm bar over units (rate and ETA); sparse updates when stderr is a log file."""
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="unit", dynamic_ncols=True, mininterval=0.5 if tty else 10.0)
+def progress_bar(total: int, desc: str) -> Progress:
+    """Bar over prediction units: ``n/total``, rate and ETA (:mod:`denoise.progress`)."""
+    return progress(total, desc, unit="unit")
 
 
 def _pipeline(runner: UnitRunner, predictor: Any, todo: Sequence[int], desc: str) -> dict[str, float]:

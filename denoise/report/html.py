@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from denoise import __version__
-from denoise.settings import ReportConfig
 from denoise.provenance import atomic_write_text, package_versions
 from denoise.report.figures import png_panel, read_crop, read_gt_crop
+from denoise.settings import ReportConfig
 
 log = logging.getLogger(__name__)
 
