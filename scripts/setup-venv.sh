@@ -7,4 +7,5 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
+# The workflow extra brings Snakemake with its cluster-generic and SLURM executor plugins.
 .venv/bin/python -m pip install -q -c requirements/lock.txt -e ".[workflow,classical,dev,bmz]"
