@@ -25,9 +25,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "denoise/export/bmz.py::export_bmz": 246,
     "denoise/methods/noise2fast.py::_train": 188,
     "denoise/metrics/evaluate.py::evaluate": 133,
-    "denoise/noise/gmm.py::GMMNoiseModel.fit": 102,
-    "denoise/noise/histogram.py::HistogramNoiseModel.fit": 85,
-    "denoise/noise/plot_models.py::plot_noise_models": 96,
     "denoise/report/html.py::dataset_section": 81,
 }
 

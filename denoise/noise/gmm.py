@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoise.noise.interface import NoiseModelBase, gaussian_log_prob
+from denoise.noise.interface import NoiseModelBase, finite_pairs, gaussian_log_prob
 
 log = logging.getLogger(__name__)
 
@@ -195,59 +195,19 @@ class GMMNoiseModel(NoiseModelBase):
         moment_weight
             Weight of the moment penalty (module docstring; 0: likelihood only).
         """
-        x = np.asarray(x, dtype=np.float64).ravel()
-        s = np.asarray(s, dtype=np.float64).ravel()
-        if x.shape != s.shape:
-            raise ValueError(f"calibration pairs differ in size: x {x.shape}, s {s.shape}")
-        ok = np.isfinite(x) & np.isfinite(s)
-        x, s = x[ok], s[ok]
+        x, s = finite_pairs(x, s)
         if x.size < 100:
             raise ValueError(f"only {x.size} calibration pairs; the GMM fit needs thousands")
-        s_low, s_high = float(np.quantile(s, 0.001)), float(np.quantile(s, 0.999))
-        if s_high <= s_low:
-            s_high = s_low + 1.0
-        scale = float(np.std(x - s)) or 1.0
-        if min_var is None:
-            # Quantised data: interval probabilities stay ≤ 1, so a component may be much
-            # narrower than the rounding step (one "spike" value, e.g. a black level).
-            min_var = max((0.1 * quantum) ** 2, 1e-6 * scale * scale)
-        # Where the model's variance is the recorded one (censored at the clip levels), the
-        # clipped bins can be compared too; else they are left out.
-        exact = _value_grid(quantum, clip_low, clip_high) is not None
-        levels = level_variances(
-            x, s, s_low, s_high, *((None, None) if exact else (clip_low, clip_high))
-        )
+        s_low, s_high, scale, min_var = _fit_scales(x, s, quantum, min_var)
+        levels = _moment_levels(x, s, s_low, s_high, quantum, clip_low, clip_high)
         init = _initial_coeffs(x, s, s_low, s_high, scale, min_var, n_gaussians, degree, seed)
         model = cls(init, s_low, s_high, scale, min_var, quantum, clip_low, clip_high)
-        if x.size > max_pairs:
-            keep = np.sort(np.random.default_rng(seed).choice(x.size, max_pairs, replace=False))
-            x, s = x[keep], s[keep]
+        x, s = _subsample_pairs(x, s, max_pairs, seed)
         xt, st = torch.from_numpy(x), torch.from_numpy(s)
         lv_s, lv_v = (torch.from_numpy(a) for a in levels)
         model.double()
         if steps > 0:
-            model.coeffs.requires_grad_(True)
-            opt = torch.optim.LBFGS(
-                [model.coeffs],
-                lr=1.0,
-                max_iter=steps,
-                history_size=20,
-                tolerance_grad=1e-9,
-                tolerance_change=1e-12,
-                line_search_fn="strong_wolfe",
-            )
-
-            def closure() -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                loss = -model.log_prob(xt, st).mean()
-                if moment_weight > 0 and lv_s.numel():
-                    ratio = torch.log(model.recorded_variance(lv_s) / lv_v)
-                    loss = loss + moment_weight * (ratio * ratio).mean()
-                loss.backward()
-                return loss
-
-            with torch.enable_grad():
-                opt.step(closure)
+            model._maximise_likelihood(xt, st, lv_s, lv_v, steps, moment_weight)
         model.coeffs.requires_grad_(False)
         with torch.no_grad():
             nll = float(-model.log_prob(xt, st).mean())
@@ -261,6 +221,51 @@ class GMMNoiseModel(NoiseModelBase):
             nll,
         )
         return model
+
+    def _maximise_likelihood(
+        self,
+        xt: torch.Tensor,
+        st: torch.Tensor,
+        lv_s: torch.Tensor,
+        lv_v: torch.Tensor,
+        steps: int,
+        moment_weight: float,
+    ) -> None:
+        """Full-batch L-BFGS on the coefficients (float64 model), in place.
+
+        Parameters
+        ----------
+        xt, st
+            Noisy values and signal of the pairs fitted.
+        lv_s, lv_v
+            Signal levels and binned variances of the moment penalty (:func:`level_variances`).
+        steps
+            L-BFGS iterations (strong-Wolfe line search).
+        moment_weight
+            Weight of the moment penalty (0: likelihood only).
+        """
+        self.coeffs.requires_grad_(True)
+        opt = torch.optim.LBFGS(
+            [self.coeffs],
+            lr=1.0,
+            max_iter=steps,
+            history_size=20,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss = -self.log_prob(xt, st).mean()
+            if moment_weight > 0 and lv_s.numel():
+                ratio = torch.log(self.recorded_variance(lv_s) / lv_v)
+                loss = loss + moment_weight * (ratio * ratio).mean()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -288,6 +293,59 @@ class GMMNoiseModel(NoiseModelBase):
             data.get("clip_low"),
             data.get("clip_high"),
         )
+
+
+def _fit_scales(
+    x: np.ndarray, s: np.ndarray, quantum: float, min_var: float | None
+) -> tuple[float, float, float, float]:
+    """Signal range, residual scale and variance floor of a fit to the pairs ``(x, s)``.
+
+    Returns
+    -------
+    s_low, s_high
+        0.1 and 99.9 percentiles of ``s`` (``s_high`` at least ``s_low + 1``).
+    scale
+        Standard deviation of ``x − s`` (1 if zero).
+    min_var
+        ``min_var`` if given, else ``max((0.1 · quantum)², 1e-6 · scale²)``.
+    """
+    s_low, s_high = float(np.quantile(s, 0.001)), float(np.quantile(s, 0.999))
+    if s_high <= s_low:
+        s_high = s_low + 1.0
+    scale = float(np.std(x - s)) or 1.0
+    if min_var is None:
+        # Quantised data: interval probabilities stay ≤ 1, so a component may be much
+        # narrower than the rounding step (one "spike" value, e.g. a black level).
+        min_var = max((0.1 * quantum) ** 2, 1e-6 * scale * scale)
+    return s_low, s_high, scale, min_var
+
+
+def _moment_levels(
+    x: np.ndarray,
+    s: np.ndarray,
+    s_low: float,
+    s_high: float,
+    quantum: float,
+    clip_low: float | None,
+    clip_high: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The binned variances the moment penalty compares with (:func:`level_variances`).
+
+    Where the model's variance is the recorded one (censored at the clip levels), the clipped
+    bins can be compared too; else they are left out.
+    """
+    exact = _value_grid(quantum, clip_low, clip_high) is not None
+    return level_variances(x, s, s_low, s_high, *((None, None) if exact else (clip_low, clip_high)))
+
+
+def _subsample_pairs(
+    x: np.ndarray, s: np.ndarray, max_pairs: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_pairs`` pairs: a fixed random subset (in original order) for ``seed``."""
+    if x.size > max_pairs:
+        keep = np.sort(np.random.default_rng(seed).choice(x.size, max_pairs, replace=False))
+        x, s = x[keep], s[keep]
+    return x, s
 
 
 def _initial_coeffs(

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from denoise.noise.interface import NoiseModelBase
+from denoise.noise.interface import NoiseModelBase, finite_pairs
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +244,7 @@ class HistogramNoiseModel(NoiseModelBase):
             The recording's clip levels (e.g. 0 and 255 for 8-bit data), if any: mass of a
             borrowed row shifted past one piles up there, as the detector would record it.
         """
-        x = np.asarray(x, dtype=np.float64).ravel()
-        s = np.asarray(s, dtype=np.float64).ravel()
-        if x.shape != s.shape:
-            raise ValueError(f"calibration pairs differ in size: x {x.shape}, s {s.shape}")
-        ok = np.isfinite(x) & np.isfinite(s)
-        x, s = x[ok], s[ok]
+        x, s = finite_pairs(x, s)
         if x.size < 100:
             raise ValueError(
                 f"only {x.size} calibration pairs; a histogram noise model needs thousands "
@@ -258,39 +253,17 @@ class HistogramNoiseModel(NoiseModelBase):
         xf, xw, nx = _axis(x, bins)
         # The s axis may be non-integer (a mean over frames); its bins follow the same rule.
         sf, sw, ns = _axis(s, bins)
-        ix = _bin_index(x, xf, xw, nx)
-        i_s = _bin_index(s, sf, sw, ns)
-        counts = np.bincount(i_s * nx + ix, minlength=ns * nx).reshape(ns, nx).astype(np.float64)
+        counts = _joint_counts(x, s, (xf, xw, nx), (sf, sw, ns))
         row_n = counts.sum(axis=1)
         need = min(min_count, int(row_n.sum()))
         s_centres = sf + sw * np.arange(ns)
         line = _variance_line(counts, row_n, need, s_centres, xf + xw * np.arange(nx))
-        stretch = np.ones(ns) if line is None else np.sqrt(_line(line, s_centres))
-        windows = _pool_windows(row_n, need)
-        pad = max(
-            (_reach(i, lo, hi, sw, xw, nx, stretch) for i, (lo, hi) in windows.items()),
-            default=0,
-        )
-        padded = np.pad(counts, ((0, 0), (pad, pad)))
-        # Position of each row's s on the padded x axis, in bins.
-        at = (s_centres - xf) / xw + pad
-        pooled = _pool_rows(padded, row_n, windows, at, stretch)
+        pooled, pad = _pool_sparse_rows(counts, row_n, need, s_centres, xf, xw, sw, line)
         centres = xf + xw * (np.arange(pooled.shape[1]) - pad)
-        for level, side in ((clip_low, -1.0), (clip_high, 1.0)):
-            if level is None:
-                continue
-            beyond = side * (centres - level) > xw / 2
-            if beyond.any():
-                clip_bin = int(np.argmin(np.abs(centres - level)))
-                pooled[:, clip_bin] += pooled[:, beyond].sum(axis=1)
-                pooled[:, beyond] = 0.0
-        used = np.flatnonzero(pooled.sum(axis=0) > 0)
-        pooled = pooled[:, used[0] : used[-1] + 1]
-        xf, nx = xf + (used[0] - pad) * xw, pooled.shape[1]
-        dens = pooled / np.maximum(pooled.sum(axis=1, keepdims=True), 1e-300) / xw
-        centres = xf + xw * np.arange(nx)
-        _, var = _row_moments(dens * xw, centres)
-        tail_sigma = 3.0 * float(np.sqrt(max(np.max(var), xw * xw)))
+        _pile_up_at_clip_levels(pooled, centres, xw, clip_low, clip_high)
+        pooled, xf = _trim_empty_columns(pooled, xf, xw, pad)
+        nx = pooled.shape[1]
+        dens, tail_sigma = _row_densities(pooled, xf, xw)
         log.info(
             "histogram noise model: %d × %d bins from %d pairs (s %.4g…%.4g, x %.4g…%.4g)",
             ns,
@@ -332,6 +305,91 @@ class HistogramNoiseModel(NoiseModelBase):
             data.get("counts"),
             data.get("var_line"),
         )
+
+
+def _joint_counts(
+    x: np.ndarray,
+    s: np.ndarray,
+    x_axis: tuple[float, float, int],
+    s_axis: tuple[float, float, int],
+) -> np.ndarray:
+    """``(n_s, n_x)`` float64 histogram of the pairs on the bins ``(first, width, n)`` of
+    each axis (:func:`_axis`)."""
+    xf, xw, nx = x_axis
+    sf, sw, ns = s_axis
+    ix = _bin_index(x, xf, xw, nx)
+    i_s = _bin_index(s, sf, sw, ns)
+    return np.bincount(i_s * nx + ix, minlength=ns * nx).reshape(ns, nx).astype(np.float64)
+
+
+def _pool_sparse_rows(
+    counts: np.ndarray,
+    row_n: np.ndarray,
+    need: int,
+    s_centres: np.ndarray,
+    x_first: float,
+    x_step: float,
+    s_step: float,
+    line: tuple[float, float, float] | None,
+) -> tuple[np.ndarray, int]:
+    """Rows with fewer than ``need`` pairs pooled from their moved neighbours (module docstring).
+
+    Returns
+    -------
+    pooled
+        The table widened by ``pad`` bins on both sides of the ``x`` axis, so no moved mass
+        leaves it.
+    pad
+        Bins added on each side.
+    """
+    ns, nx = counts.shape
+    stretch = np.ones(ns) if line is None else np.sqrt(_line(line, s_centres))
+    windows = _pool_windows(row_n, need)
+    pad = max(
+        (_reach(i, lo, hi, s_step, x_step, nx, stretch) for i, (lo, hi) in windows.items()),
+        default=0,
+    )
+    padded = np.pad(counts, ((0, 0), (pad, pad)))
+    # Position of each row's s on the padded x axis, in bins.
+    at = (s_centres - x_first) / x_step + pad
+    return _pool_rows(padded, row_n, windows, at, stretch), pad
+
+
+def _pile_up_at_clip_levels(
+    table: np.ndarray,
+    centres: np.ndarray,
+    x_step: float,
+    clip_low: float | None,
+    clip_high: float | None,
+) -> None:
+    """Move (in place) the mass of ``x`` bins beyond a clip level into that level's bin, as
+    the detector would record it; ``centres`` are the ``x`` centres of the table's columns."""
+    for level, side in ((clip_low, -1.0), (clip_high, 1.0)):
+        if level is None:
+            continue
+        beyond = side * (centres - level) > x_step / 2
+        if beyond.any():
+            clip_bin = int(np.argmin(np.abs(centres - level)))
+            table[:, clip_bin] += table[:, beyond].sum(axis=1)
+            table[:, beyond] = 0.0
+
+
+def _trim_empty_columns(
+    table: np.ndarray, x_first: float, x_step: float, pad: int
+) -> tuple[np.ndarray, float]:
+    """The table without its empty leading and trailing ``x`` columns, and the centre of its
+    new first column (``x_first`` is the centre of the first column before ``pad``)."""
+    used = np.flatnonzero(table.sum(axis=0) > 0)
+    return table[:, used[0] : used[-1] + 1], x_first + (used[0] - pad) * x_step
+
+
+def _row_densities(table: np.ndarray, x_first: float, x_step: float) -> tuple[np.ndarray, float]:
+    """Rows of counts as densities per raw unit, and the wide Gaussian's ``tail_sigma``
+    (3 × the largest row standard deviation, at least 3 bins)."""
+    dens = table / np.maximum(table.sum(axis=1, keepdims=True), 1e-300) / x_step
+    centres = x_first + x_step * np.arange(table.shape[1])
+    _, var = _row_moments(dens * x_step, centres)
+    return dens, 3.0 * float(np.sqrt(max(np.max(var), x_step * x_step)))
 
 
 def _pool_windows(row_n: np.ndarray, min_count: int) -> dict[int, tuple[int, int]]:

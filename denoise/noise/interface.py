@@ -163,3 +163,29 @@ def recording_conventions(dtype: np.dtype | str, data: np.ndarray | None = None)
         lo = lo if float(arr.min()) <= lo else None  # type: ignore[assignment]
         hi = hi if float(arr.max()) >= hi else None  # type: ignore[assignment]
     return {"quantum": 1.0, "clip_low": lo, "clip_high": hi}
+
+
+def finite_pairs(x: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration pairs as flat float64 arrays, pairs with a non-finite member dropped.
+
+    Parameters
+    ----------
+    x, s
+        Noisy values and their (pseudo-)clean signal, same size.
+
+    Returns
+    -------
+    x, s
+        1D float64 arrays of the finite pairs, in their original order.
+
+    Raises
+    ------
+    ValueError
+        ``x`` and ``s`` differ in size.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    s = np.asarray(s, dtype=np.float64).ravel()
+    if x.shape != s.shape:
+        raise ValueError(f"calibration pairs differ in size: x {x.shape}, s {s.shape}")
+    ok = np.isfinite(x) & np.isfinite(s)
+    return x[ok], s[ok]

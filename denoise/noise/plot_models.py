@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -89,63 +90,118 @@ def plot_noise_models(
             x = np.asarray(pr[0], dtype=np.float64).ravel()
             s = np.asarray(pr[1], dtype=np.float64).ravel()
         grid = x_grid(x, named)
-        step = float(grid[1] - grid[0]) if grid.size > 1 else 1.0
         ax_d, ax_v = axes[c]
-        if s is not None and s.size:
-            levels = np.quantile(s, LEVELS)
-            s_lo, s_hi = float(s.min()), float(s.max())
-        else:
-            s_lo, s_hi = float(grid[0]), float(grid[-1])
-            levels = s_lo + (s_hi - s_lo) * np.asarray(LEVELS)
-        for i, lev in enumerate(levels):
-            colour = f"C{i}"
-            if x is not None and s is not None:
-                near = np.abs(s - lev) <= max(0.5 * step, 0.02 * (s_hi - s_lo))
-                if near.sum() > 20:
-                    h, _ = np.histogram(
-                        x[near], bins=np.append(grid - 0.5 * step, grid[-1] + 0.5 * step)
-                    )
-                    dens = h / (h.sum() * step)
-                    ax_d.step(
-                        grid,
-                        np.where(dens > 0, dens, np.nan),
-                        where="mid",
-                        color=colour,
-                        alpha=0.45,
-                        lw=1,
-                    )
-            for j, (name, m) in enumerate(named.items()):
-                p = m.density(np.array([lev]), grid)[0]
-                ax_d.plot(
-                    grid,
-                    p,
-                    ls=("-", "--", ":", "-.")[j % 4],
-                    color=colour,
-                    lw=1.2,
-                    label=f"{name}, s={lev:.3g}",
-                )
-        ax_d.set_yscale("log")
-        ax_d.set_ylim(bottom=1e-6)
-        ax_d.set_xlabel("recorded value x (raw units)")
-        ax_d.set_ylabel("p(x | s)")
-        ax_d.set_title(f"channel {c}: p(x | s) at the 10/50/90/99th percentile of s", fontsize=9)
-        ax_d.legend(fontsize=6, ncol=2)
-        s_grid = np.linspace(s_lo, s_hi, 64)
-        if x is not None and s is not None:
-            bm, bv, _ = binned_variance(x, s)
-            ax_v.plot(bm, bv, "o", ms=4, color="tab:blue", label="data: var(x − s), binned")
-        for j, (name, m) in enumerate(named.items()):
-            _, var = m.moments(s_grid, grid)
-            ax_v.plot(s_grid, var, "-", color=_COLOURS[j % len(_COLOURS)], label=name)
-        ax_v.set_xlabel("signal s (raw units)")
-        ax_v.set_ylabel("Var[x | s] (raw units²)")
-        ax_v.set_title(f"channel {c}: noise variance", fontsize=9)
-        ax_v.legend(fontsize=7)
-        ax_v.grid(alpha=0.3)
+        s_lo, s_hi = _plot_densities(ax_d, c, named, grid, x, s)
+        _plot_variances(ax_v, c, named, grid, x, s, s_lo, s_hi)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = Path(path)
+    _save_png(fig, Path(path))
+
+
+def _signal_levels(s: np.ndarray | None, grid: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The signal levels of the density panel (:data:`LEVELS` quantiles of ``s``, else the same
+    fractions of the ``x`` grid's range) and the range of ``s`` (else of the grid)."""
+    if s is not None and s.size:
+        levels = np.quantile(s, LEVELS)
+        s_lo, s_hi = float(s.min()), float(s.max())
+    else:
+        s_lo, s_hi = float(grid[0]), float(grid[-1])
+        levels = s_lo + (s_hi - s_lo) * np.asarray(LEVELS)
+    return levels, s_lo, s_hi
+
+
+def _plot_densities(
+    ax: Axes,
+    c: int,
+    named: Mapping[str, NoiseModelBase],
+    grid: np.ndarray,
+    x: np.ndarray | None,
+    s: np.ndarray | None,
+) -> tuple[float, float]:
+    """Panel ``p(x | s)`` of channel ``c``: the data's distribution near each signal level
+    (step curves) and each model's density (lines); returns the range of ``s`` shown.
+
+    Parameters
+    ----------
+    ax
+        Matplotlib axes to draw on.
+    c
+        Channel index (for the title).
+    named
+        The channel's models by name.
+    grid
+        ``x`` values the densities are evaluated at (:func:`x_grid`).
+    x, s
+        The channel's pairs (``None``: models only).
+    """
+    step = float(grid[1] - grid[0]) if grid.size > 1 else 1.0
+    levels, s_lo, s_hi = _signal_levels(s, grid)
+    for i, lev in enumerate(levels):
+        colour = f"C{i}"
+        if x is not None and s is not None:
+            near = np.abs(s - lev) <= max(0.5 * step, 0.02 * (s_hi - s_lo))
+            if near.sum() > 20:
+                h, _ = np.histogram(
+                    x[near], bins=np.append(grid - 0.5 * step, grid[-1] + 0.5 * step)
+                )
+                dens = h / (h.sum() * step)
+                ax.step(
+                    grid,
+                    np.where(dens > 0, dens, np.nan),
+                    where="mid",
+                    color=colour,
+                    alpha=0.45,
+                    lw=1,
+                )
+        for j, (name, m) in enumerate(named.items()):
+            p = m.density(np.array([lev]), grid)[0]
+            ax.plot(
+                grid,
+                p,
+                ls=("-", "--", ":", "-.")[j % 4],
+                color=colour,
+                lw=1.2,
+                label=f"{name}, s={lev:.3g}",
+            )
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1e-6)
+    ax.set_xlabel("recorded value x (raw units)")
+    ax.set_ylabel("p(x | s)")
+    ax.set_title(f"channel {c}: p(x | s) at the 10/50/90/99th percentile of s", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return s_lo, s_hi
+
+
+def _plot_variances(
+    ax: Axes,
+    c: int,
+    named: Mapping[str, NoiseModelBase],
+    grid: np.ndarray,
+    x: np.ndarray | None,
+    s: np.ndarray | None,
+    s_lo: float,
+    s_hi: float,
+) -> None:
+    """Panel "noise variance" of channel ``c``: the pairs' binned ``var(x − s)`` (points) and
+    each model's ``Var[x | s]`` over ``[s_lo, s_hi]`` (lines).  Parameters as
+    :func:`_plot_densities`."""
+    s_grid = np.linspace(s_lo, s_hi, 64)
+    if x is not None and s is not None:
+        bm, bv, _ = binned_variance(x, s)
+        ax.plot(bm, bv, "o", ms=4, color="tab:blue", label="data: var(x − s), binned")
+    for j, (name, m) in enumerate(named.items()):
+        _, var = m.moments(s_grid, grid)
+        ax.plot(s_grid, var, "-", color=_COLOURS[j % len(_COLOURS)], label=name)
+    ax.set_xlabel("signal s (raw units)")
+    ax.set_ylabel("Var[x | s] (raw units²)")
+    ax.set_title(f"channel {c}: noise variance", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _save_png(fig: Figure, out: Path) -> None:
+    """Write ``fig`` to ``out`` as a PNG, atomically (parent folders created)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
     try:
