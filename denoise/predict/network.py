@@ -220,16 +220,6 @@ class NetworkPredictor:
             local.buffers = {}
         return local.buffers
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_local", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.device.type == "cpu":  # unpickled on a dask worker
-            retain_freed_memory()
-
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, cfg: PredictConfig) -> NetworkPredictor:
         """Load ``MODEL_DIR`` with ``denoise.models.store.load_model`` and wrap it."""

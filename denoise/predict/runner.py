@@ -183,8 +183,7 @@ def is_tiled(predictor: Any) -> bool:
 class UnitRunner:
     """Everything needed to run one unit: read it, predict it, write it, mark it.
 
-    Small and picklable (paths and numbers only), so the same unit function runs in the local
-    pipeline and on dask workers; arrays are opened lazily per process.
+    Paths and numbers only; the arrays are opened lazily, once per process.
     """
 
     input_store: str
@@ -198,11 +197,6 @@ class UnitRunner:
     ramp: int = 0
     batch_size: int = 4
     _arrays: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = {}
-        return state
 
     def source(self) -> zarr.Array:
         """The input's level-0 array (opened once per process)."""
