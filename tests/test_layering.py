@@ -24,7 +24,6 @@ MAX_LINES = 80
 LONG_FUNCTIONS: dict[str, int] = {
     "denoise/export/bmz.py::export_bmz": 246,
     "denoise/methods/noise2fast.py::_train": 188,
-    "denoise/metrics/evaluate.py::evaluate": 133,
     "denoise/report/html.py::dataset_section": 81,
 }
 

@@ -5,6 +5,8 @@ when the data have a Z axis (PSNR over the volume with the volume's GT range, SS
 its planes).  The ground truth may have fewer axes than the data and is then broadcast: a ``yx``
 GT serves every frame of a ``tyx`` time-lapse; a GT axis of length 1 is broadcast too.
 Planes are read one at a time, so memory stays at a few planes whatever the data size.
+A progress bar (:mod:`denoise.progress`) counts the images scored (and, for the
+no-reference figures, the planes read) against their total.
 
 Metrics per image and source (:mod:`denoise.metrics.image`): ``mse``, ``psnr`` (range of the
 image's GT), ``si_psnr`` (after the least-squares fit ``a·x + b``), ``ssim`` and, for 8-bit GT,
@@ -17,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy as np
 from denoise.io.omezarr import open_image
 from denoise.io.readers import open_input
 from denoise.metrics.image import psnr_from_mse, ssim
+from denoise.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +133,7 @@ def evaluate(
         ``gain_db[name]`` (mean PSNR gain of each output over the raw input) and, without GT or
         with ``noise_params``, ``no_reference`` (see :func:`no_reference`).
     """
-    raw, axes = open_image(raw_store)
-    arrays: dict[str, Any] = {"raw": raw}
-    for name, store in outputs.items():
-        if name == "raw":
-            raise ValueError("an output may not be named 'raw' (reserved for the noisy input)")
-        arr, ax = open_image(store)
-        if ax != axes or tuple(arr.shape) != tuple(raw.shape):
-            raise ValueError(
-                f"output '{name}' ({store}) has axes '{ax}' shape {tuple(arr.shape)}, "
-                f"but the input has axes '{axes}' shape {tuple(raw.shape)}"
-            )
-        arrays[name] = arr
+    raw, axes, arrays = _open_sources(raw_store, outputs)
     base: dict[str, Any] = {"axes": axes, "shape": [int(n) for n in raw.shape]}
     noref = (
         no_reference(raw, axes, {k: arrays[k] for k in outputs}, noise_params)
@@ -163,58 +155,8 @@ def evaluate(
     gidx = _gt_indexer(gt.axes, tuple(gt.data.shape), axes, tuple(raw.shape), str(gt_uri))
     with_255 = np.dtype(gt.data.dtype) == np.uint8
     unit_axes = [a for a in axes if a in "tc"]
-    zs = range(raw.shape[axes.index("z")]) if "z" in axes else [None]
-    images = []
-    for combo in itertools.product(*(range(raw.shape[axes.index(a)]) for a in unit_axes)):
-        unit = dict(zip(unit_axes, combo, strict=True))
-        planes = [dict(unit, **({"z": z} if z is not None else {})) for z in zs]
-        gt_planes = [np.asarray(gt.data[gidx(p)], dtype=np.float64) for p in planes]
-        lo = min(float(g.min()) for g in gt_planes)
-        hi = max(float(g.max()) for g in gt_planes)
-        rng = hi - lo
-        accs = {name: _Accumulator() for name in arrays}
-        for p, g in zip(planes, gt_planes, strict=True):
-            key = tuple(p[a] if a in p else slice(None) for a in axes)
-            for name, arr in arrays.items():
-                x = np.asarray(arr[key], dtype=np.float64)
-                bad = int(np.count_nonzero(~np.isfinite(x)))
-                if bad:
-                    raise ValueError(
-                        f"{name}: {bad} non-finite (unwritten?) pixels in plane {p}; "
-                        "finish the prediction before evaluating"
-                    )
-                accs[name].add(g, x)
-                if rng > 0:
-                    accs[name].ssim.append(ssim(g, x, rng))
-        metrics = {}
-        for name, acc in accs.items():
-            err = acc.sse / acc.n
-            m = {
-                "mse": err,
-                "psnr": _finite(psnr_from_mse(err, rng)),
-                "si_psnr": _finite(psnr_from_mse(acc.affine_sse() / acc.n, rng)),
-                "ssim": float(np.mean(acc.ssim)) if acc.ssim else None,
-            }
-            if with_255:
-                m["psnr_255"] = _finite(psnr_from_mse(err, 255.0))
-            metrics[name] = m
-        images.append({"index": unit, "gt_range": rng, "metrics": metrics})
-        log.info("evaluate %s: %s", unit or "image", {n: m["psnr"] for n, m in metrics.items()})
-    summary: dict[str, dict[str, float | None]] = {}
-    for name in arrays:
-        summary[name] = {}
-        for k in METRICS:
-            vals = [im["metrics"][name].get(k) for im in images]
-            vals = [v for v in vals if v is not None]
-            summary[name][k] = float(np.mean(vals)) if vals else None
-        summary[name] = {k: v for k, v in summary[name].items() if with_255 or k != "psnr_255"}
-    raw_psnr = summary["raw"]["psnr"]
-    gain_db = {
-        name: (summary[name]["psnr"] - raw_psnr)
-        if summary[name]["psnr"] is not None and raw_psnr is not None
-        else None
-        for name in outputs
-    }
+    images = _score_images(raw.shape, axes, unit_axes, arrays, gt.data, gidx, with_255)
+    summary = _summary(arrays, images, with_255)
     out = {
         **base,
         "gt": str(gt_uri),
@@ -225,11 +167,173 @@ def evaluate(
         "psnr_definition": "10*log10(range(GT)^2/MSE), range = max(GT) - min(GT) per image, float64, no clipping",
         "images": images,
         "summary": summary,
-        "gain_db": gain_db,
+        "gain_db": _gain_db(summary, outputs),
     }
     if noref is not None:
         out["no_reference"] = noref
     return out
+
+
+def _open_sources(
+    raw_store: str | Path, outputs: Mapping[str, str | Path]
+) -> tuple[Any, str, dict[str, Any]]:
+    """Open the input and every output store, checking that they agree in axes and shape.
+
+    Returns
+    -------
+    raw, axes
+        The input array and its axes.
+    arrays
+        ``{"raw": raw, name: output array}``, in that order.
+    """
+    raw, axes = open_image(raw_store)
+    arrays: dict[str, Any] = {"raw": raw}
+    for name, store in outputs.items():
+        if name == "raw":
+            raise ValueError("an output may not be named 'raw' (reserved for the noisy input)")
+        arr, ax = open_image(store)
+        if ax != axes or tuple(arr.shape) != tuple(raw.shape):
+            raise ValueError(
+                f"output '{name}' ({store}) has axes '{ax}' shape {tuple(arr.shape)}, "
+                f"but the input has axes '{axes}' shape {tuple(raw.shape)}"
+            )
+        arrays[name] = arr
+    return raw, axes, arrays
+
+
+def _score_images(
+    shape: tuple[int, ...],
+    axes: str,
+    unit_axes: list[str],
+    arrays: Mapping[str, Any],
+    gt: Any,
+    gidx: Callable[[Mapping[str, int]], tuple[Any, ...]],
+    with_255: bool,
+) -> list[dict[str, Any]]:
+    """Metrics of every image (one per ``unit_axes`` index), with a progress bar over them.
+
+    Parameters
+    ----------
+    shape, axes
+        Shape and axes of the data.
+    unit_axes
+        The axes that index images (``t``, ``c``); ``z`` planes form one volume.
+    arrays
+        ``{source: array}`` to score.
+    gt, gidx
+        Ground-truth array, and the map of a data index to its index (:func:`_gt_indexer`).
+    with_255
+        Add ``psnr_255`` (8-bit ground truth).
+
+    Returns
+    -------
+    list of dict
+        Per image, as :func:`_image_metrics`.
+    """
+    zs = range(shape[axes.index("z")]) if "z" in axes else [None]
+    combos = list(itertools.product(*(range(shape[axes.index(a)]) for a in unit_axes)))
+    images = []
+    with progress(len(combos), "evaluate", unit="image") as bar:
+        for combo in combos:
+            unit = dict(zip(unit_axes, combo, strict=True))
+            planes = [dict(unit, **({"z": z} if z is not None else {})) for z in zs]
+            gt_planes = [np.asarray(gt[gidx(p)], dtype=np.float64) for p in planes]
+            images.append(_image_metrics(unit, planes, gt_planes, arrays, axes, with_255))
+            bar.update(1)
+    return images
+
+
+def _image_metrics(
+    unit: dict[str, int],
+    planes: list[dict[str, int]],
+    gt_planes: list[np.ndarray],
+    arrays: Mapping[str, Any],
+    axes: str,
+    with_255: bool,
+) -> dict[str, Any]:
+    """Metrics of every source over one image (a plane, or the planes of a volume).
+
+    Parameters
+    ----------
+    unit
+        The image's ``t``/``c`` index.
+    planes, gt_planes
+        Index of each of its planes, and the matching ground-truth planes (float64).
+    arrays
+        ``{source: array}`` to score.
+    axes
+        Axes of the arrays.
+    with_255
+        Add ``psnr_255`` (8-bit ground truth).
+
+    Returns
+    -------
+    dict
+        ``index``, ``gt_range`` and ``metrics[source][metric]``.
+    """
+    lo = min(float(g.min()) for g in gt_planes)
+    hi = max(float(g.max()) for g in gt_planes)
+    rng = hi - lo
+    accs = {name: _Accumulator() for name in arrays}
+    for p, g in zip(planes, gt_planes, strict=True):
+        key = tuple(p[a] if a in p else slice(None) for a in axes)
+        for name, arr in arrays.items():
+            x = np.asarray(arr[key], dtype=np.float64)
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            if bad:
+                raise ValueError(
+                    f"{name}: {bad} non-finite (unwritten?) pixels in plane {p}; "
+                    "finish the prediction before evaluating"
+                )
+            accs[name].add(g, x)
+            if rng > 0:
+                accs[name].ssim.append(ssim(g, x, rng))
+    metrics = {name: _source_metrics(acc, rng, with_255) for name, acc in accs.items()}
+    log.info("evaluate %s: %s", unit or "image", {n: m["psnr"] for n, m in metrics.items()})
+    return {"index": unit, "gt_range": rng, "metrics": metrics}
+
+
+def _source_metrics(acc: _Accumulator, rng: float, with_255: bool) -> dict[str, float | None]:
+    """``mse``, ``psnr``, ``si_psnr``, ``ssim`` (and ``psnr_255``) of one source over one image
+    from its accumulated sums; ``rng`` is the image's ground-truth range."""
+    err = acc.sse / acc.n
+    m = {
+        "mse": err,
+        "psnr": _finite(psnr_from_mse(err, rng)),
+        "si_psnr": _finite(psnr_from_mse(acc.affine_sse() / acc.n, rng)),
+        "ssim": float(np.mean(acc.ssim)) if acc.ssim else None,
+    }
+    if with_255:
+        m["psnr_255"] = _finite(psnr_from_mse(err, 255.0))
+    return m
+
+
+def _summary(
+    sources: Mapping[str, Any], images: list[dict[str, Any]], with_255: bool
+) -> dict[str, dict[str, float | None]]:
+    """Per source, the mean of each metric over the images where it is defined."""
+    summary: dict[str, dict[str, float | None]] = {}
+    for name in sources:
+        summary[name] = {}
+        for k in METRICS:
+            vals = [im["metrics"][name].get(k) for im in images]
+            vals = [v for v in vals if v is not None]
+            summary[name][k] = float(np.mean(vals)) if vals else None
+        summary[name] = {k: v for k, v in summary[name].items() if with_255 or k != "psnr_255"}
+    return summary
+
+
+def _gain_db(
+    summary: Mapping[str, Mapping[str, float | None]], outputs: Mapping[str, Any]
+) -> dict[str, float | None]:
+    """Mean PSNR of each output minus the raw input's (``None`` where either is undefined)."""
+    raw_psnr = summary["raw"]["psnr"]
+    return {
+        name: (summary[name]["psnr"] - raw_psnr)
+        if summary[name]["psnr"] is not None and raw_psnr is not None
+        else None
+        for name in outputs
+    }
 
 
 def no_reference(
@@ -253,13 +357,16 @@ def no_reference(
     # the next-frame pairs (out[t] vs raw[t − 1], out[t − 1] vs raw[t]).
     lead = [a for a in axes if a not in "yxt"] + (["t"] if "t" in axes else [])
     frames = raw.shape[axes.index("t")] if "t" in axes else 1
+    combos = list(itertools.product(*(range(raw.shape[axes.index(a)]) for a in lead)))
     result: dict[str, Any] = {}
+    bar = progress(len(outputs) * len(combos), "evaluate (no reference)", unit="plane")
     for name, arr in outputs.items():
         res_sq = pred_sum = next_sq = 0.0
         n = next_n = 0
         acy, acx = [], []
         prev: tuple[np.ndarray, np.ndarray] | None = None
-        for combo in itertools.product(*(range(raw.shape[axes.index(a)]) for a in lead)):
+        for combo in combos:
+            bar.update(1)
             idx = dict(zip(lead, combo, strict=True))
             key = tuple(idx[a] if a in idx else slice(None) for a in axes)
             x = np.asarray(raw[key], dtype=np.float64)
@@ -287,6 +394,7 @@ def no_reference(
             else None,
             "autocorrelation": {"y": float(np.mean(acy)), "x": float(np.mean(acx))},
         }
+    bar.close()
     return result
 
 
