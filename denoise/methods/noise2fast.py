@@ -268,22 +268,54 @@ def _train(
     and its info.  Networks that stop are dropped from the group (weights and Adam moments
     sliced), so the others carry on at the cost of the remaining ones only.
     """
-    ndim = x.ndim - 2
-    dev = x.device
-    even = x[(..., *(slice(0, s - s % 2) for s in x.shape[2:]))]
-    if min(even.shape[2:]) < 2:
-        raise ValueError(f"Noise2Fast needs >= 2 pixels along every axis, got {tuple(x.shape[2:])}")
-    fmt = (torch.channels_last if ndim == 2 else torch.channels_last_3d) if channels_last else (
-        torch.contiguous_format
+    group = _Group(
+        x, seeds=seeds, patience=patience, init_states=init_states,
+        learning_rate=learning_rate, widths=widths, channels_last=channels_last,
+        train_dtype=train_dtype, callback=callback,
     )
-    axes = tuple(range(-1, -ndim - 1, -1))
-    pairs = [(i.contiguous(memory_format=fmt), t.contiguous(memory_format=fmt))
-             for i, t in training_pairs(even, axes)]
-    x_val = x.contiguous(memory_format=fmt)
-    groups = x.shape[1]
-    red = (0, *range(2, x.ndim))  # per-network means: over the batch and the spatial axes
+    pick = group.pick
+    if any(s is not None for s in init_states):
+        group.drop(group.validate(0), 0, "patience")
+    step = 0
+    last_log = group.t0
+    bar = progress(max_steps, label, unit="step")  # total = the step cap; patience stops early
+    while group.active and step < max_steps:
+        step += 1
+        bar.update(1, nets=len(group.active))
+        group.train_step(pick, batch_pairs, window)
+        if step % validate_every == 0 or step == max_steps:
+            done = group.validate(step)
+            if done:
+                group.drop(done, step, "patience")
+            now = time.perf_counter()
+            if group.active and now - last_log > 10.0:
+                group.log_speed(label, step, now)
+                last_log = now
+    if group.active:
+        group.drop(list(range(len(group.active))), step, "max_steps")
+    else:
+        bar.stop("patience")
+    bar.close()
+    return [group.results[g] for g in range(group.groups)]
 
-    net = Noise2FastNet(ndim, widths, groups)
+
+def _grouped_network(
+    ndim: int,
+    widths: Sequence[int],
+    seeds: Sequence[int],
+    init_states: Sequence[dict[str, Any] | None],
+    learning_rate: float,
+    device: torch.device,
+    fmt: torch.memory_format,
+) -> tuple[Noise2FastNet, torch.optim.Adam]:
+    """One grouped network of ``len(seeds)`` networks and its Adam optimiser.
+
+    Network ``i`` is initialised under ``torch.manual_seed(seeds[i])``, or from
+    ``init_states[i]`` (a ``warm_state`` with weights and Adam moments, or bare weights).
+    When every network brings Adam moments of the same step count, the optimiser starts from
+    them.
+    """
+    net = Noise2FastNet(ndim, widths, len(seeds))
     parts, moments = [], []
     for seed, init in zip(seeds, init_states, strict=True):
         torch.manual_seed(seed)
@@ -293,7 +325,7 @@ def _train(
         parts.append(one.state_dict())
         moments.append(init.get("adam") if init is not None else None)
     net.load_state_dict({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
-    net = net.to(device=dev, memory_format=fmt)
+    net = net.to(device=device, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
     if all(m is not None for m in moments) and len({_adam_step(m) for m in moments}) == 1:
         # Warm start with the previous run's Adam moments: training continues smoothly
@@ -301,99 +333,85 @@ def _train(
         for name, prm in net.named_parameters():
             opt.state[prm] = {
                 "step": moments[0][name]["step"].clone(),
-                "exp_avg": torch.cat([m[name]["exp_avg"] for m in moments]).to(dev),
-                "exp_avg_sq": torch.cat([m[name]["exp_avg_sq"] for m in moments]).to(dev),
+                "exp_avg": torch.cat([m[name]["exp_avg"] for m in moments]).to(device),
+                "exp_avg_sq": torch.cat([m[name]["exp_avg_sq"] for m in moments]).to(device),
             }
-    pick = np.random.default_rng(seeds[0])
-    cuda = dev.type == "cuda"
-    if train_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"train_dtype must be 'float32' or 'bfloat16', got {train_dtype!r}")
-    low = train_dtype == "bfloat16"
-    if low and ndim != 2:
-        # bfloat16 Conv3d backward on CPU gave NaN gradients (torch 2.13); 3D stays float32.
-        raise ValueError("bfloat16 training is supported for 2D planes only")
-    active = list(range(groups))
-    trackers = [_Tracker(patience) for _ in range(groups)]
-    results: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
-    t0 = time.perf_counter()
-    timing = {"validate": 0.0}
-    last_log = t0
+    return net, opt
 
-    def finish(j: int, step: int, reason: str) -> None:
-        g, tr = active[j], trackers[active[j]]
-        assert tr.acc is not None
-        n = len(active)
-        state = {k: _take_groups(v, n, [j]).detach().to("cpu", copy=True)
-                 for k, v in net.state_dict().items()}
-        adam = {}
-        for name, prm in net.named_parameters():
-            st = opt.state.get(prm)
-            if st:
-                adam[name] = {"step": st["step"].detach().to("cpu", copy=True),
-                              **{m: _take_groups(st[m], n, [j]).detach().to("cpu", copy=True)
-                                 for m in ("exp_avg", "exp_avg_sq")}}
-        results[g] = (tr.acc / tr.n, {
-            "steps": step, "stop_reason": reason, "best_step": tr.best_step,
-            "best_score": tr.best, "averaged": tr.n, "scores": tr.scores,
-            "learning_rate": learning_rate, "state_dict": state,
-            "warm_state": {"model": state, "adam": adam or None},
-            "train_seconds": time.perf_counter() - t0, "validate_seconds": timing["validate"],
-        })
 
-    def validate(step: int) -> list[int]:
-        tv = time.perf_counter()
-        with torch.inference_mode():
-            if cuda or low:  # half precision convolutions, float32 sigmoid
-                with torch.autocast(dev.type, torch.float16 if cuda else torch.bfloat16):
-                    z = net.logits(x_val)
-                out = torch.sigmoid(z.float())
-            else:
-                out = net(x_val)
-        mse = ((out.double() - x_val.double()) ** 2).mean(dim=red).tolist()
-        stopped = []
-        for j, g in enumerate(active):
-            if callback is not None:
-                callback(g, step, out[0, j])
-            if trackers[g].update(step, -mse[j], out[0, j]):
-                stopped.append(j)
-        timing["validate"] += time.perf_counter() - tv
-        return stopped
+class _Group:
+    """The networks of one :func:`_train` call, trained side by side as one grouped network.
 
-    def drop(done: list[int], step: int, reason: str) -> None:
-        nonlocal net, opt, active, pairs, x_val
-        for j in done:
-            finish(j, step, reason)
-        keep = [j for j in range(len(active)) if j not in done]
-        if not keep:
-            active = []
-            return
-        n = len(active)
-        new = Noise2FastNet(ndim, widths, len(keep))
-        new.load_state_dict({k: _take_groups(v, n, keep) for k, v in net.state_dict().items()})
-        new = new.to(device=dev, memory_format=fmt)
-        new_opt = torch.optim.Adam(new.parameters(), lr=learning_rate)
-        for p_old, p_new in zip(net.parameters(), new.parameters(), strict=True):
-            st = opt.state.get(p_old)
-            if st:
-                new_opt.state[p_new] = {
-                    "step": st["step"].clone(),
-                    "exp_avg": _take_groups(st["exp_avg"], n, keep),
-                    "exp_avg_sq": _take_groups(st["exp_avg_sq"], n, keep),
-                }
-        net, opt = new, new_opt
-        pairs = [(i[:, keep].contiguous(memory_format=fmt), t[:, keep].contiguous(memory_format=fmt))
-                 for i, t in pairs]
-        x_val = x_val[:, keep].contiguous(memory_format=fmt)
-        active = [active[j] for j in keep]
+    Holds the grouped network, its optimiser, the training pairs and validation image of the
+    networks still training (``active``), their :class:`_Tracker` and the finished results.
 
-    if any(s is not None for s in init_states):
-        drop(validate(0), 0, "patience")
-    step = 0
-    bar = progress(max_steps, label, unit="step")  # total = the step cap; patience stops early
-    while active and step < max_steps:
-        step += 1
-        bar.update(1, nets=len(active))
-        opt.zero_grad(set_to_none=True)
+    Parameters
+    ----------
+    x
+        ``(1, G, *spatial)`` images in [0, 1], one per network.
+    seeds, init_states, learning_rate, widths
+        Per network seed and optional warm start; Adam learning rate; network widths.
+    patience
+        Validations without improvement before a network stops.
+    channels_last
+        Channels-last activations.
+    train_dtype
+        ``"float32"`` or ``"bfloat16"`` (2D only) for the convolutions.
+    callback
+        Called with ``(network, step, output)`` at every validation.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        *,
+        seeds: Sequence[int],
+        patience: int,
+        init_states: Sequence[dict[str, Any] | None],
+        learning_rate: float,
+        widths: Sequence[int],
+        channels_last: bool,
+        train_dtype: str,
+        callback: Callable[[int, int, torch.Tensor], None] | None,
+    ) -> None:
+        ndim = x.ndim - 2
+        dev = x.device
+        even = x[(..., *(slice(0, s - s % 2) for s in x.shape[2:]))]
+        if min(even.shape[2:]) < 2:
+            raise ValueError(f"Noise2Fast needs >= 2 pixels along every axis, got {tuple(x.shape[2:])}")
+        fmt = (torch.channels_last if ndim == 2 else torch.channels_last_3d) if channels_last else (
+            torch.contiguous_format
+        )
+        axes = tuple(range(-1, -ndim - 1, -1))
+        self.pairs = [(i.contiguous(memory_format=fmt), t.contiguous(memory_format=fmt))
+                      for i, t in training_pairs(even, axes)]
+        self.x_val = x.contiguous(memory_format=fmt)
+        self.groups = groups = x.shape[1]
+        self.red = (0, *range(2, x.ndim))  # per-network means: over the batch and the spatial axes
+        self.net, self.opt = _grouped_network(
+            ndim, widths, seeds, init_states, learning_rate, dev, fmt
+        )
+        self.pick = np.random.default_rng(seeds[0])
+        self.cuda = dev.type == "cuda"
+        if train_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"train_dtype must be 'float32' or 'bfloat16', got {train_dtype!r}")
+        self.low = train_dtype == "bfloat16"
+        if self.low and ndim != 2:
+            # bfloat16 Conv3d backward on CPU gave NaN gradients (torch 2.13); 3D stays float32.
+            raise ValueError("bfloat16 training is supported for 2D planes only")
+        self.ndim, self.widths, self.dev, self.fmt = ndim, widths, dev, fmt
+        self.learning_rate, self.callback = learning_rate, callback
+        self.active = list(range(groups))
+        self.trackers = [_Tracker(patience) for _ in range(groups)]
+        self.results: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
+        self.t0 = time.perf_counter()
+        self.validate_seconds = 0.0
+
+    def train_step(self, pick: np.random.Generator, batch_pairs: bool, window: int | None) -> None:
+        """One Adam step on all pairs (``batch_pairs``) or one random pair, each cut to a
+        random ``window`` when given (the draws come from ``pick``)."""
+        net, pairs, red = self.net, self.pairs, self.red
+        self.opt.zero_grad(set_to_none=True)
         chosen = pairs if batch_pairs else [pairs[int(pick.integers(len(pairs)))]]
         loss = 0.0
         for i, t in chosen:
@@ -407,32 +425,96 @@ def _train(
                     o = int(pick.integers(n - c + 1))
                     win.append(slice(o, o + c))
                 i, t = i[(..., *win)], t[(..., *win)]
-            with torch.autocast(dev.type, torch.bfloat16, enabled=low):
+            with torch.autocast(self.dev.type, torch.bfloat16, enabled=self.low):
                 z = net.logits(i)
             bce = F.binary_cross_entropy_with_logits(z.float(), t, reduction="none")
             loss = loss + bce.mean(dim=red).sum() / len(chosen)
         assert isinstance(loss, torch.Tensor)
         loss.backward()
-        opt.step()
-        if step % validate_every == 0 or step == max_steps:
-            done = validate(step)
-            if done:
-                drop(done, step, "patience")
-            now = time.perf_counter()
-            if active and now - last_log > 10.0:
-                tr = trackers[active[0]]
-                log.info(
-                    "%s step %d: %.2f steps/s, %d network(s) training, agreement %.3f dB "
-                    "(best at step %d)", label, step, step / (now - t0), len(active),
-                    -10 * math.log10(max(-tr.scores[-1][1], 1e-30)), tr.best_step,
-                )
-                last_log = now
-    if active:
-        drop(list(range(len(active))), step, "max_steps")
-    else:
-        bar.stop("patience")
-    bar.close()
-    return [results[g] for g in range(groups)]
+        self.opt.step()
+
+    def validate(self, step: int) -> list[int]:
+        """Score every active network on the full image; positions (in ``active``) of those
+        whose patience is exhausted."""
+        tv = time.perf_counter()
+        net, x_val, dev = self.net, self.x_val, self.dev
+        with torch.inference_mode():
+            if self.cuda or self.low:  # half precision convolutions, float32 sigmoid
+                with torch.autocast(dev.type, torch.float16 if self.cuda else torch.bfloat16):
+                    z = net.logits(x_val)
+                out = torch.sigmoid(z.float())
+            else:
+                out = net(x_val)
+        mse = ((out.double() - x_val.double()) ** 2).mean(dim=self.red).tolist()
+        stopped = []
+        for j, g in enumerate(self.active):
+            if self.callback is not None:
+                self.callback(g, step, out[0, j])
+            if self.trackers[g].update(step, -mse[j], out[0, j]):
+                stopped.append(j)
+        self.validate_seconds += time.perf_counter() - tv
+        return stopped
+
+    def finish(self, j: int, step: int, reason: str) -> None:
+        """Store the result of the network at position ``j`` of ``active`` (mean output, info
+        with its weights and Adam moments on the CPU)."""
+        g, tr = self.active[j], self.trackers[self.active[j]]
+        assert tr.acc is not None
+        n = len(self.active)
+        state = {k: _take_groups(v, n, [j]).detach().to("cpu", copy=True)
+                 for k, v in self.net.state_dict().items()}
+        adam = {}
+        for name, prm in self.net.named_parameters():
+            st = self.opt.state.get(prm)
+            if st:
+                adam[name] = {"step": st["step"].detach().to("cpu", copy=True),
+                              **{m: _take_groups(st[m], n, [j]).detach().to("cpu", copy=True)
+                                 for m in ("exp_avg", "exp_avg_sq")}}
+        self.results[g] = (tr.acc / tr.n, {
+            "steps": step, "stop_reason": reason, "best_step": tr.best_step,
+            "best_score": tr.best, "averaged": tr.n, "scores": tr.scores,
+            "learning_rate": self.learning_rate, "state_dict": state,
+            "warm_state": {"model": state, "adam": adam or None},
+            "train_seconds": time.perf_counter() - self.t0,
+            "validate_seconds": self.validate_seconds,
+        })
+
+    def drop(self, done: list[int], step: int, reason: str) -> None:
+        """Finish the networks at positions ``done`` of ``active`` and carry on without them:
+        the grouped network, its Adam moments and the data are sliced to the others."""
+        for j in done:
+            self.finish(j, step, reason)
+        keep = [j for j in range(len(self.active)) if j not in done]
+        if not keep:
+            self.active = []
+            return
+        n, fmt = len(self.active), self.fmt
+        new = Noise2FastNet(self.ndim, self.widths, len(keep))
+        new.load_state_dict({k: _take_groups(v, n, keep) for k, v in self.net.state_dict().items()})
+        new = new.to(device=self.dev, memory_format=fmt)
+        new_opt = torch.optim.Adam(new.parameters(), lr=self.learning_rate)
+        for p_old, p_new in zip(self.net.parameters(), new.parameters(), strict=True):
+            st = self.opt.state.get(p_old)
+            if st:
+                new_opt.state[p_new] = {
+                    "step": st["step"].clone(),
+                    "exp_avg": _take_groups(st["exp_avg"], n, keep),
+                    "exp_avg_sq": _take_groups(st["exp_avg_sq"], n, keep),
+                }
+        self.net, self.opt = new, new_opt
+        self.pairs = [(i[:, keep].contiguous(memory_format=fmt), t[:, keep].contiguous(memory_format=fmt))
+                      for i, t in self.pairs]
+        self.x_val = self.x_val[:, keep].contiguous(memory_format=fmt)
+        self.active = [self.active[j] for j in keep]
+
+    def log_speed(self, label: str, step: int, now: float) -> None:
+        """Log the speed and the first active network's agreement (every ~10 s)."""
+        tr = self.trackers[self.active[0]]
+        log.info(
+            "%s step %d: %.2f steps/s, %d network(s) training, agreement %.3f dB "
+            "(best at step %d)", label, step, step / (now - self.t0), len(self.active),
+            -10 * math.log10(max(-tr.scores[-1][1], 1e-30)), tr.best_step,
+        )
 
 
 def _denoise(
