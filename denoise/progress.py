@@ -117,11 +117,14 @@ class Progress:
         self._refresh_eta()
         self.bar.update(n)
 
-    def set_total(self, total: int) -> None:
-        """Change the planned number of steps (e.g. fewer left after a resume)."""
+    def set_total(self, total: int, refresh: bool = True) -> None:
+        """Change the planned number of steps (e.g. fewer left after a resume, or a plan
+        refitted to a time budget); ``refresh=False`` leaves the redraw to the next update
+        (for a total re-estimated at every step)."""
         self.bar.total = int(total)
         self._refresh_eta()
-        self.bar.refresh()
+        if refresh:
+            self.bar.refresh()
 
     def stop(self, reason: str) -> None:
         """Record why the loop ended before its total (shown on the last line)."""

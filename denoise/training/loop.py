@@ -18,7 +18,10 @@ pairs of frames, or patches drawn from several stores alike.  The loop owns the 
   history), atomic; resumed when the resume key (settings except runtime ones, seed, method,
   fingerprint, dimensionality) matches.
 * Precision: float32, or bf16/fp16 autocast (fp16 with a gradient scaler on CUDA).
-* History (``history.json``, ``training_curve.png``) and a progress bar with a total and ETA.
+* History (``history.json``, ``training_curve.png``) and a progress bar
+  (:mod:`denoise.progress`): ``n/total`` with the step plan's total (the steps left after a
+  resume; refitted when a budget binds), rate and ETA; under ``max_minutes`` also the budget
+  left, and ``stopped=budget`` on the last line when the budget ended the run.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 
 from denoise.models.device import resolve_device
 from denoise.models.store import halo_for, receptive_field, save_model
+from denoise.progress import Progress, progress
 from denoise.provenance import atomic_write_json
 from denoise.settings import TrainConfig
 from denoise.training.curves import plot_training_curve
@@ -188,9 +192,13 @@ def _validate(run: _Run, batches: list[Batch]) -> float | None:
 
 
 def _epoch(
-    run: _Run, source: BatchSource, epoch: int, spe: int, bar: Any, t_start: float
+    run: _Run, source: BatchSource, epoch: int, spe: int, bar: Progress, end_step: int
 ) -> tuple[dict[str, Any], bool]:
-    """Train one epoch (or until the budget ends); returns its history entry and out_of_time."""
+    """Train one epoch (or until the budget ends); returns its history entry and out_of_time.
+
+    ``end_step`` is the global step this run ends at without a budget: the bar's total is the
+    steps from the run's first step to the smaller of it and the step plan's total.
+    """
     loss_sum, n = torch.zeros((), dtype=torch.float64), 0
     first = epoch * spe
     out_of_time = False
@@ -201,7 +209,7 @@ def _epoch(
             run.run_steps += 1
             out_of_time = run.plan.update(first + n, time.perf_counter())
             run.sched.step()
-            bar.total = min(bar.total, run.plan.total - run.start_epoch * spe)
+            bar.set_total(min(end_step, run.plan.total) - run.start_epoch * spe, refresh=False)
             bar.update(1)
             if out_of_time:
                 break
@@ -246,7 +254,7 @@ def _epochs(
     source: BatchSource,
     cfg: TrainConfig,
     end_epoch: int,
-    bar: Any,
+    bar: Progress,
     t_start: float,
     where: Path,
 ) -> str:
@@ -254,11 +262,11 @@ def _epochs(
     spe, t_loop = cfg.steps_per_epoch, time.perf_counter()
     val_batches = source.validation()
     for epoch in range(run.start_epoch, end_epoch):
-        raw, out_of_time = _epoch(run, source, epoch, spe, bar, t_start)
+        raw, out_of_time = _epoch(run, source, epoch, spe, bar, end_epoch * spe)
         val_loss = _validate(run, val_batches)
         entry = _record(run, raw, val_loss, epoch, spe, t_start)
         val = f"{val_loss:.4f}" if val_loss is not None else "-"
-        bar.set_postfix(loss=f"{entry['train_loss']:.4f}", val=val)
+        bar.update(0, loss=f"{entry['train_loss']:.4f}", val=val)
         log.info(
             "epoch %d/%d%s train %.5f val %s  %.2f steps/s",
             epoch + 1,
@@ -316,9 +324,12 @@ def train_loop(
         end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, stop_after_epochs)
         _log_start(method, source, info_src, cfg, rf, device, budget)
         t_loop = time.perf_counter()
-        bar = _progress_bar(method, (end_epoch - run.start_epoch) * spe, progress)
+        total = (end_epoch - run.start_epoch) * spe
+        bar = _progress_bar(method, total, progress, budget, t_start, plan.reserve)
         try:
             stopped = _epochs(run, source, cfg, end_epoch, bar, t_start, model_dir)
+            if stopped == "max_minutes":
+                bar.stop("budget")
         finally:
             bar.close()
         last = run.history[-1] if run.history else {"epoch": 0, "steps": 0}
@@ -401,10 +412,16 @@ def _log_start(
     )  # fmt: skip
 
 
-def _progress_bar(method: str, total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=method, unit="step", dynamic_ncols=True)
+def _progress_bar(
+    method: str, total: int, enabled: bool, budget: float | None, t_start: float, reserve: float
+) -> Progress:
+    """Bar over the run's ``total`` steps.  ``budget`` (seconds from ``t_start``; None: no
+    budget) counts setup too, and the step plan keeps :attr:`StepPlan.reserve` of it for the
+    final validation and the model's writing: the bar gets what is left for the steps."""
+    left = None
+    if budget is not None:
+        left = max(budget - reserve - (time.perf_counter() - t_start), 1e-6)
+    return progress(total, method, unit="step", budget_s=left, enabled=enabled)
 
 
 def _write_history(
