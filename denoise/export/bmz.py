@@ -391,27 +391,103 @@ def export_bmz(
     """
     try:
         from bioimageio.spec import save_bioimageio_package
-        from bioimageio.spec.model import v0_5 as bmz
+        from bioimageio.spec.model import v0_5  # noqa: F401  (the description format)
     except ImportError as exc:
         raise ImportError(MISSING_CORE) from exc
 
     model_dir, out_zip = Path(model_dir), Path(out_zip)
     model, meta = load_model(model_dir)
+    hp = _exportable_hparams(model_dir, meta)
+    net = _network_kwargs(meta, hp)
+    raw, expected = _test_tensors(model, meta, sample, model_dir)
+    wrapper = _wrapper(model, net)
+    info = _package_info(meta, model_dir, name, atol)
+    with tempfile.TemporaryDirectory(prefix="bmz-") as tmp:
+        work = Path(tmp)
+        _write_package_files(work, raw, expected, wrapper, meta, info)
+        parts = _description_parts(work, meta, net, info["min"], info["step"])
+        try:
+            descr = _model_descr(work, meta, net, info, authors, license, parts)
+        except Exception as exc:  # pydantic.ValidationError: invalid name, licence, ...
+            raise BMZExportError(f"bioimageio rejects the model description: {exc}") from exc
+        _save_package(save_bioimageio_package, descr, out_zip)
+    log.info("wrote BioImage Model Zoo package %s", out_zip)
+    if validate:
+        _validate_and_log(out_zip, atol)
+    return out_zip
+
+
+def _validate_and_log(package: Path, atol: float) -> None:
+    """:func:`validate_bmz` (raises on failure), and log its result."""
+    summary = validate_bmz(package, atol=atol)
+    log.info(
+        "%s: bioimageio validation %s; max |bioimageio - predict_whole| %s",
+        package,
+        summary["status"],
+        summary["max_abs_diff"],
+    )
+
+
+def _package_info(
+    meta: Mapping[str, Any], model_dir: Path, name: str | None, atol: float
+) -> dict[str, Any]:
+    """What the README and the description state besides the metadata: ``name`` (``name`` or
+    one derived from the method and ``model_dir``), ``min`` and ``step`` of the spatial sizes
+    (:func:`size_limits`), the model file's ``sha256`` and the test tolerance ``atol``."""
+    low, step = size_limits(meta)
+    return {
+        "name": name or _name(meta, model_dir),
+        "min": low,
+        "step": step,
+        "sha256": file_sha256(model_dir / MODEL_FILE),
+        "atol": atol,
+    }
+
+
+def _wrapper(model: torch.nn.Module, net: Mapping[str, Any]) -> RawDenoiser:
+    """The exported network: :class:`RawDenoiser` (keyword arguments ``net``) holding the
+    trained U-Net's weights, in eval mode."""
+    wrapper = RawDenoiser(**net)
+    wrapper.net.load_state_dict(model.state_dict())
+    wrapper.eval()
+    return wrapper
+
+
+def _exportable_hparams(model_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's hyper-parameters, after checking that this exporter handles it
+    (an exportable method, one input and one output channel); raises ``ValueError`` if not."""
     method = str(meta.get("method"))
     hp = dict(meta["hparams"])
-    if method not in exportable_methods() or hp.get("in_channels", 1) != 1 or hp.get("out_channels", 1) != 1:
+    if (
+        method not in exportable_methods()
+        or hp.get("in_channels", 1) != 1
+        or hp.get("out_channels", 1) != 1
+    ):
         raise ValueError(
             f"{model_dir}: export-bmz handles single-channel N2V-type models "
             f"({', '.join(exportable_methods())}), not method '{method}' with hparams {hp}"
         )
-    ndim = int(meta["ndim"])
+    return hp
+
+
+def _network_kwargs(meta: Mapping[str, Any], hp: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :class:`RawDenoiser` (and of the package's architecture entry):
+    per-channel ``mean``, ``std`` and ``constant`` flags, ``halo``, and the U-Net's ``hp``."""
     mean = [float(v) for v in meta["norm"]["mean"]]
     std = [float(v) for v in meta["norm"]["std"]]
     constant = [bool(v) for v in meta["norm"].get("constant", ())][: len(mean)]
     constant += [False] * (len(mean) - len(constant))
-    halo, multiple = int(meta["halo"]), int(meta["multiple"])
-    low, step = size_limits(meta)
+    return {"mean": mean, "std": std, "halo": int(meta["halo"]), "constant": constant, **hp}
 
+
+def _test_tensors(
+    model: torch.nn.Module,
+    meta: Mapping[str, Any],
+    sample: np.ndarray | None,
+    model_dir: Path,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test input ``(1, channel, *spatial)`` (``sample`` cropped, else the training store's
+    first image) and our prediction of it (:func:`predict_whole`, channel by channel), float32."""
     if sample is None:
         raw = _training_sample(meta)
         if raw is None:
@@ -425,164 +501,215 @@ def export_bmz(
     expected = np.stack(
         [predict_whole(model, meta, raw[0, c], channel=c) for c in range(raw.shape[1])]
     )[None].astype(np.float32)
+    return raw, expected
 
-    wrapper = RawDenoiser(mean=mean, std=std, halo=halo, constant=constant, **hp)
-    wrapper.net.load_state_dict(model.state_dict())
-    wrapper.eval()
+
+def _write_package_files(
+    work: Path,
+    raw: np.ndarray,
+    expected: np.ndarray,
+    wrapper: RawDenoiser,
+    meta: Mapping[str, Any],
+    info: Mapping[str, Any],
+) -> None:
+    """Write the package's files into ``work``: test and sample tensors, architecture source,
+    both weights formats, cover and README."""
+    ndim, multiple = int(meta["ndim"]), int(meta["multiple"])
+    np.save(work / "test_input.npy", raw.astype(np.float32))
+    np.save(work / "test_output.npy", expected)
+    tifffile.imwrite(work / "sample_input.tif", raw[0].astype(np.float32))
+    tifffile.imwrite(work / "sample_output.tif", expected[0])
+    (work / ARCH_FILE).write_text(architecture_source())
+    torch.save(wrapper.state_dict(), work / STATE_DICT_FILE)
+    example = torch.zeros((1, 1, *([2 * multiple] * ndim)))
+    scripted(wrapper, example).save(str(work / TORCHSCRIPT_FILE))
+    _cover(raw, expected, work / "cover.png", str(meta["method"]).upper())
+    (work / "README.md").write_text(_documentation(meta, info))
+
+
+def _description_parts(
+    work: Path, meta: Mapping[str, Any], net: Mapping[str, Any], low: int, step: int
+) -> dict[str, Any]:
+    """The pieces of the description built before it (their errors are not bioimageio
+    rejections): ``in_axes`` (batch, channel, spatial sizes ``low + k * step``), ``out_axes``
+    (sizes of the input, with the halo), ``torch_version``, ``arch`` (the architecture file
+    with :class:`RawDenoiser`'s keyword arguments ``net``) and ``tags``."""
+    from bioimageio.spec.model import v0_5 as bmz
+
+    ndim = int(meta["ndim"])
     spatial_ids = ["z", "y", "x"][3 - ndim :]
-    info = {
-        "name": name or _name(meta, model_dir),
-        "min": low,
-        "step": step,
-        "sha256": file_sha256(model_dir / MODEL_FILE),
-        "atol": atol,
+    channel_names = [f"channel{c}" for c in range(len(net["mean"]))]
+    in_axes: list[Any] = [
+        bmz.BatchAxis(),
+        bmz.ChannelAxis(channel_names=channel_names),
+        *(
+            bmz.SpaceInputAxis(id=bmz.AxisId(a), size=bmz.ParameterizedSize(min=low, step=step))
+            for a in spatial_ids
+        ),
+    ]
+    out_axes: list[Any] = [
+        bmz.BatchAxis(),
+        bmz.ChannelAxis(channel_names=channel_names),
+        *(
+            bmz.SpaceOutputAxisWithHalo(
+                id=bmz.AxisId(a),
+                halo=net["halo"],
+                size=bmz.SizeReference(tensor_id=bmz.TensorId(INPUT_ID), axis_id=bmz.AxisId(a)),
+            )
+            for a in spatial_ids
+        ),
+    ]
+    torch_version = bmz.Version(torch.__version__.split("+")[0])
+    arch = bmz.ArchitectureFromFileDescr(
+        source=work / ARCH_FILE, callable=bmz.Identifier("RawDenoiser"), kwargs=dict(net)
+    )
+    tags = [
+        "denoising",
+        "noise2void",
+        "self-supervised",
+        "unet",
+        "pytorch",
+        "fluorescence-light-microscopy",
+        f"{ndim}d",
+        *(["n2v2"] if net.get("n2v2") else []),
+    ]
+    return {
+        "in_axes": in_axes,
+        "out_axes": out_axes,
+        "torch_version": torch_version,
+        "arch": arch,
+        "tags": tags,
     }
 
-    with tempfile.TemporaryDirectory(prefix="bmz-") as tmp:
-        work = Path(tmp)
-        np.save(work / "test_input.npy", raw.astype(np.float32))
-        np.save(work / "test_output.npy", expected)
-        tifffile.imwrite(work / "sample_input.tif", raw[0].astype(np.float32))
-        tifffile.imwrite(work / "sample_output.tif", expected[0])
-        (work / ARCH_FILE).write_text(architecture_source())
-        torch.save(wrapper.state_dict(), work / STATE_DICT_FILE)
-        example = torch.zeros((1, 1, *([2 * multiple] * ndim)))
-        scripted(wrapper, example).save(str(work / TORCHSCRIPT_FILE))
-        _cover(raw, expected, work / "cover.png", method.upper())
-        (work / "README.md").write_text(_documentation(meta, info))
 
-        channel_names = [f"channel{c}" for c in range(len(mean))]
-        in_axes: list[Any] = [
-            bmz.BatchAxis(),
-            bmz.ChannelAxis(channel_names=channel_names),
-            *(
-                bmz.SpaceInputAxis(id=bmz.AxisId(a), size=bmz.ParameterizedSize(min=low, step=step))
-                for a in spatial_ids
-            ),
-        ]
-        out_axes: list[Any] = [
-            bmz.BatchAxis(),
-            bmz.ChannelAxis(channel_names=channel_names),
-            *(
-                bmz.SpaceOutputAxisWithHalo(
-                    id=bmz.AxisId(a),
-                    halo=halo,
-                    size=bmz.SizeReference(tensor_id=bmz.TensorId(INPUT_ID), axis_id=bmz.AxisId(a)),
+def _input_descr(work: Path, axes: list[Any]) -> Any:
+    """The input tensor entry, with its test and sample tensors in ``work``."""
+    from bioimageio.spec.model import v0_5 as bmz
+
+    return bmz.InputTensorDescr(
+        id=bmz.TensorId(INPUT_ID),
+        description="raw intensities (any dtype, cast to float32)",
+        axes=axes,
+        test_tensor=bmz.FileDescr(source=work / "test_input.npy"),
+        sample_tensor=bmz.FileDescr(source=work / "sample_input.tif"),
+        data=bmz.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=[bmz.EnsureDtypeDescr(kwargs=bmz.EnsureDtypeKwargs(dtype="float32"))],
+    )
+
+
+def _output_descr(work: Path, axes: list[Any]) -> Any:
+    """The output tensor entry, with its test and sample tensors in ``work``."""
+    from bioimageio.spec.model import v0_5 as bmz
+
+    return bmz.OutputTensorDescr(
+        id=bmz.TensorId(OUTPUT_ID),
+        description="denoised raw intensities",
+        axes=axes,
+        test_tensor=bmz.FileDescr(source=work / "test_output.npy"),
+        sample_tensor=bmz.FileDescr(source=work / "sample_output.tif"),
+        data=bmz.IntervalOrRatioDataDescr(type="float32"),
+    )
+
+
+def _weights_descr(work: Path, arch: Any, torch_version: Any) -> Any:
+    """The ``pytorch_state_dict`` entry (architecture ``arch``) and the ``torchscript`` entry
+    derived from it."""
+    from bioimageio.spec.model import v0_5 as bmz
+
+    return bmz.WeightsDescr(
+        pytorch_state_dict=bmz.PytorchStateDictWeightsDescr(
+            source=work / STATE_DICT_FILE,
+            architecture=arch,
+            pytorch_version=torch_version,
+        ),
+        torchscript=bmz.TorchscriptWeightsDescr(
+            source=work / TORCHSCRIPT_FILE,
+            pytorch_version=torch_version,
+            parent="pytorch_state_dict",
+        ),
+    )
+
+
+def _package_config(
+    meta: Mapping[str, Any], net: Mapping[str, Any], info: Mapping[str, Any]
+) -> Any:
+    """The ``config`` entry: bioimage.io's test tolerance and labels, and our provenance."""
+    from bioimageio.spec.model import v0_5 as bmz
+
+    return bmz.Config(
+        bioimageio=bmz.BioimageioConfig(
+            reproducibility_tolerance=[
+                bmz.ReproducibilityTolerance(
+                    absolute_tolerance=info["atol"],
+                    relative_tolerance=1e-4,
+                    mismatched_elements_per_million=0,
                 )
-                for a in spatial_ids
-            ),
-        ]
-        torch_version = bmz.Version(torch.__version__.split("+")[0])
-        arch = bmz.ArchitectureFromFileDescr(
-            source=work / ARCH_FILE,
-            callable=bmz.Identifier("RawDenoiser"),
-            kwargs={"mean": mean, "std": std, "halo": halo, "constant": constant, **hp},
-        )
-        tags = [
-            "denoising",
-            "noise2void",
-            "self-supervised",
-            "unet",
-            "pytorch",
-            "fluorescence-light-microscopy",
-            f"{ndim}d",
-            *(["n2v2"] if hp.get("n2v2") else []),
-        ]
-        try:
-            descr = bmz.ModelDescr(
-                name=info["name"],
-                description=(
-                    f"{method.upper()} self-supervised denoiser ({ndim}D U-Net) for "
-                    "fluorescence microscopy; raw intensities in, denoised raw intensities "
-                    f"out. Exported by denoise {__version__}."
-                ),
-                authors=_authors(authors),
-                cite=[bmz.CiteEntry(text=t, doi=bmz.Doi(d)) for t, d in CITATIONS],
-                license=bmz.LicenseId(license),
-                documentation=bmz.FileDescr(source=work / "README.md"),
-                covers=[bmz.FileDescr(source=work / "cover.png")],
-                tags=tags,
-                inputs=[
-                    bmz.InputTensorDescr(
-                        id=bmz.TensorId(INPUT_ID),
-                        description="raw intensities (any dtype, cast to float32)",
-                        axes=in_axes,
-                        test_tensor=bmz.FileDescr(source=work / "test_input.npy"),
-                        sample_tensor=bmz.FileDescr(source=work / "sample_input.tif"),
-                        data=bmz.IntervalOrRatioDataDescr(type="float32"),
-                        preprocessing=[
-                            bmz.EnsureDtypeDescr(kwargs=bmz.EnsureDtypeKwargs(dtype="float32"))
-                        ],
-                    )
-                ],
-                outputs=[
-                    bmz.OutputTensorDescr(
-                        id=bmz.TensorId(OUTPUT_ID),
-                        description="denoised raw intensities",
-                        axes=out_axes,
-                        test_tensor=bmz.FileDescr(source=work / "test_output.npy"),
-                        sample_tensor=bmz.FileDescr(source=work / "sample_output.tif"),
-                        data=bmz.IntervalOrRatioDataDescr(type="float32"),
-                    )
-                ],
-                weights=bmz.WeightsDescr(
-                    pytorch_state_dict=bmz.PytorchStateDictWeightsDescr(
-                        source=work / STATE_DICT_FILE,
-                        architecture=arch,
-                        pytorch_version=torch_version,
-                    ),
-                    torchscript=bmz.TorchscriptWeightsDescr(
-                        source=work / TORCHSCRIPT_FILE,
-                        pytorch_version=torch_version,
-                        parent="pytorch_state_dict",
-                    ),
-                ),
-                config=bmz.Config(
-                    bioimageio=bmz.BioimageioConfig(
-                        reproducibility_tolerance=[
-                            bmz.ReproducibilityTolerance(
-                                absolute_tolerance=atol,
-                                relative_tolerance=1e-4,
-                                mismatched_elements_per_million=0,
-                            )
-                        ],
-                        architecture_type=f"{ndim}D U-Net",
-                        modality="fluorescence microscopy",
-                        task="denoising",
-                    ),
-                    denoise={
-                        "version": __version__,
-                        "method": method,
-                        "fingerprint": meta.get("fingerprint", ""),
-                        "model_sha256": info["sha256"],
-                        "receptive_field": int(meta["receptive_field"]),
-                        "halo": halo,
-                        "norm": {"mean": mean, "std": std},
-                    },
-                ),
-            )
-        except Exception as exc:  # pydantic.ValidationError: invalid name, licence, ...
-            raise BMZExportError(f"bioimageio rejects the model description: {exc}") from exc
+            ],
+            architecture_type=f"{int(meta['ndim'])}D U-Net",
+            modality="fluorescence microscopy",
+            task="denoising",
+        ),
+        denoise={
+            "version": __version__,
+            "method": str(meta.get("method")),
+            "fingerprint": meta.get("fingerprint", ""),
+            "model_sha256": info["sha256"],
+            "receptive_field": int(meta["receptive_field"]),
+            "halo": net["halo"],
+            "norm": {"mean": net["mean"], "std": net["std"]},
+        },
+    )
 
-        out_zip.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(dir=out_zip.parent, prefix=f".{out_zip.name}.", suffix=".zip")
-        os.close(fd)
-        try:
-            save_bioimageio_package(descr, output_path=Path(part))
-            os.replace(part, out_zip)
-        except BaseException:
-            Path(part).unlink(missing_ok=True)
-            raise
-    log.info("wrote BioImage Model Zoo package %s", out_zip)
-    if validate:
-        summary = validate_bmz(out_zip, atol=atol)
-        log.info(
-            "%s: bioimageio validation %s; max |bioimageio - predict_whole| %s",
-            out_zip,
-            summary["status"],
-            summary["max_abs_diff"],
-        )
-    return out_zip
+
+def _model_descr(
+    work: Path,
+    meta: Mapping[str, Any],
+    net: Mapping[str, Any],
+    info: Mapping[str, Any],
+    authors: Sequence[str | Mapping[str, str]],
+    license: str,
+    parts: Mapping[str, Any],
+) -> Any:
+    """The package's model description (``rdf.yaml``), pointing at the files in ``work``;
+    ``parts`` from :func:`_description_parts`.
+
+    Raises whatever bioimageio.spec raises for an invalid field (name, licence, ...).
+    """
+    from bioimageio.spec.model import v0_5 as bmz
+
+    method, ndim = str(meta.get("method")), int(meta["ndim"])
+    return bmz.ModelDescr(
+        name=info["name"],
+        description=(
+            f"{method.upper()} self-supervised denoiser ({ndim}D U-Net) for "
+            "fluorescence microscopy; raw intensities in, denoised raw intensities "
+            f"out. Exported by denoise {__version__}."
+        ),
+        authors=_authors(authors),
+        cite=[bmz.CiteEntry(text=t, doi=bmz.Doi(d)) for t, d in CITATIONS],
+        license=bmz.LicenseId(license),
+        documentation=bmz.FileDescr(source=work / "README.md"),
+        covers=[bmz.FileDescr(source=work / "cover.png")],
+        tags=parts["tags"],
+        inputs=[_input_descr(work, parts["in_axes"])],
+        outputs=[_output_descr(work, parts["out_axes"])],
+        weights=_weights_descr(work, parts["arch"], parts["torch_version"]),
+        config=_package_config(meta, net, info),
+    )
+
+
+def _save_package(save: Any, descr: Any, out_zip: Path) -> None:
+    """Write the package of ``descr`` with ``save`` (``save_bioimageio_package``) to
+    ``out_zip``, atomically (a temporary zip beside it, then renamed)."""
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=out_zip.parent, prefix=f".{out_zip.name}.", suffix=".zip")
+    os.close(fd)
+    try:
+        save(descr, output_path=Path(part))
+        os.replace(part, out_zip)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
 
 
 def validate_bmz(package: str | Path, *, atol: float = 1e-4) -> dict[str, Any]:
