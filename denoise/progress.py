@@ -103,7 +103,11 @@ class Progress:
 
     def eta(self) -> float | None:
         """Seconds to the end: steps left at the current rate, capped by the budget left."""
-        n, total = self.bar.n, self.bar.total or 0
+        return self._eta(self.bar.n)
+
+    def _eta(self, n: int) -> float | None:
+        """:meth:`eta` with ``n`` steps done."""
+        total = self.bar.total or 0
         rate_eta = self.elapsed() / n * (total - n) if n else None
         left = self.budget_left()
         if rate_eta is None:
@@ -114,7 +118,7 @@ class Progress:
     def update(self, n: int = 1, **fields: Any) -> None:
         """Advance by ``n`` steps; ``fields`` (e.g. ``loss=...``) are shown after the rate."""
         self._fields.update(fields)
-        self._refresh_eta()
+        self._refresh_eta(ahead=n)  # the line tqdm draws in update() already counts these n
         self.bar.update(n)
 
     def set_total(self, total: int, refresh: bool = True) -> None:
@@ -133,12 +137,13 @@ class Progress:
         self._refresh_eta()
         self.bar.refresh()
 
-    def _refresh_eta(self) -> None:
+    def _refresh_eta(self, ahead: int = 0) -> None:
+        """Set the postfix (fields, budget left, ETA) for ``ahead`` more steps than done."""
         post = dict(self._fields)
         left = self.budget_left()
         if left is not None:
             post["budget"] = f"{_clock(left)} left"
-        eta = self.eta()
+        eta = self._eta(self.bar.n + ahead)
         post["ETA"] = _clock(eta) if eta is not None else "?"
         self.bar.set_postfix(post, refresh=False)
 

@@ -88,6 +88,7 @@ def test_eta_is_the_smaller_of_rate_and_budget(monkeypatch, capsys):
     clock.t += 5
     free.update(5)
     assert free.budget_left() is None and free.eta() == pytest.approx(5.0)
+    assert "ETA=0:05" in free.bar.postfix  # the line drawn by update() counts its own steps
     free.close()
 
 
