@@ -41,8 +41,9 @@ h1{border-bottom:2px solid #345}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0;font-size:14px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#eef}td:first-child,th:first-child{text-align:left}
-table.overview{font-size:12px}table.overview td:nth-child(-n+3),table.overview td:last-child{text-align:left}
-table.ranking td:nth-child(-n+3){text-align:left}.wide{overflow-x:auto}
+table.overview{font-size:12px}table.overview td:nth-child(-n+3),table.overview td:last-child,
+table.overview th:nth-child(-n+3),table.overview th:last-child{text-align:left}
+table.ranking td:nth-child(-n+3),table.ranking th:nth-child(-n+3){text-align:left}.wide{overflow-x:auto}
 table.kv th{display:none}table.kv td:last-child{text-align:left}
 .prow{margin:.6em 0}.ptitle{font-size:13px;color:#345;font-weight:600;margin-bottom:.2em}
 .cells{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}
@@ -108,7 +109,7 @@ def dataset_section(results: Path, name: str, cfg: ReportConfig, row: Row | None
 
 
 def comparison_section(rows: list[Row], results: Path, cfg: ReportConfig, anchor: str) -> str:
-    """Every method run on one input side by side, then the ranking."""
+    """The ranking of the methods run on one input, then all of them side by side."""
     uri = rows[0].input_uri
     head = f'<section class="compare" id="{esc(anchor)}"><h3>{esc(uri)}</h3>'
     try:

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "colour_png",
     "compact_png",
     "display_range",
     "grey_to_rgb",
@@ -120,3 +121,15 @@ def compact_png(data: bytes, max_colours: int = 256) -> bytes:
     buf = io.BytesIO()
     pal.save(buf, format="PNG", optimize=True)
     return buf.getvalue() if buf.tell() < len(data) else data
+
+
+def colour_png(img: np.ndarray, vrange: tuple[float, float], cmap: str) -> bytes:
+    """PNG of ``img`` through a 256-entry colormap as a palette image (1 byte per pixel)."""
+    from matplotlib import colormaps
+
+    lut = colormaps[cmap](np.linspace(0.0, 1.0, 256), bytes=True)[:, :3]
+    pal = Image.fromarray(to_rgb(img, vrange, "gray"), mode="L")
+    pal.putpalette(lut.astype(np.uint8).tobytes())
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

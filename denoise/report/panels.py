@@ -9,6 +9,7 @@ import numpy as np
 from denoise.report import views
 from denoise.report.fmt import esc
 from denoise.report.images import (
+    colour_png,
     display_range,
     grey_to_rgb,
     img_tag,
@@ -26,8 +27,14 @@ LINE_COLOUR = (0, 220, 255)
 RESIDUAL_CMAP = "RdBu_r"
 
 
-def _img(pixels: np.ndarray, alt: str, width: float, height: float) -> str:
-    return img_tag(png_bytes(pixels), alt, round(width), round(height))
+def _img(pixels: np.ndarray | bytes, alt: str, width: float, height: float) -> str:
+    """An embedded panel: ``uint8`` pixels (grey or RGB) or ready PNG bytes."""
+    data = pixels if isinstance(pixels, bytes) else png_bytes(pixels)
+    return img_tag(data, alt, round(width), round(height))
+
+
+def _png(img: np.ndarray, vrange: tuple[float, float], cmap: str = "gray") -> bytes:
+    return png_bytes(to_rgb(img, vrange)) if cmap == "gray" else colour_png(img, vrange, cmap)
 
 
 def _figure(imgs: list[str], caption: str) -> str:
@@ -61,7 +68,7 @@ def _xz(col: Column, lay: Layout, c: int, vrange: tuple[float, float], cmap: str
     """The XZ section of ``col`` through the marked row, with the aspect of the pixel sizes."""
     sec = views.xz_section(col.arr, col.axes, lay.pos(c), lay.line_y, lay.window[1])
     w, h = views.xz_display_size(sec.shape[0], sec.shape[1], lay.sizes, lay.px)
-    return _img(to_rgb(sec, vrange, cmap), f"{col.label} XZ", w, h)
+    return _img(_png(sec, vrange, cmap), f"{col.label} XZ", w, h)
 
 
 def _cell(col: Column, lay: Layout, c: int, t: int, first: bool) -> str:
@@ -128,7 +135,7 @@ def residual_rows(
         cells = []
         for col in (col for col in cols if col.kind == "method"):
             res = views.residual(x, col.plane(pos, lay.window))
-            pix = to_rgb(res, ranges[c], RESIDUAL_CMAP)
+            pix = _png(res, ranges[c], RESIDUAL_CMAP)
             cells.append(
                 _figure(
                     [
@@ -160,7 +167,7 @@ def extra_rows(cols: list[Column], lay: Layout) -> list[str]:
             vr = display_range(img)
             cmap = "magma" if "uncertainty" in col.label else "gray"
             imgs = [
-                _img(to_rgb(img, vr, cmap), col.label, img.shape[1] * lay.px, img.shape[0] * lay.px)
+                _img(_png(img, vr, cmap), col.label, img.shape[1] * lay.px, img.shape[0] * lay.px)
             ]
             if lay.z is not None and "z" in col.axes:
                 imgs.append(_xz(col, lay, c, vr, cmap))

@@ -167,3 +167,20 @@ def test_stage_seconds_from_benchmark_tables(tmp_path):
         "evaluate": 0.25,
     }
     assert row.input_uri == "f.tif" and row.outputs == {}
+
+
+def test_colour_png_is_a_palette_image_with_the_colormap():
+    import io
+
+    from PIL import Image
+
+    from denoise.report.images import colour_png, png_bytes
+
+    res = np.random.default_rng(1).normal(0, 5, (64, 64))
+    data = colour_png(res, (-15.0, 15.0), "RdBu_r")
+    img = Image.open(io.BytesIO(data))
+    assert img.mode == "P" and img.size == (64, 64)
+    back = np.asarray(img.convert("RGB")).astype(int)
+    direct = to_rgb(res, (-15.0, 15.0), "RdBu_r").astype(int)
+    assert np.abs(back - direct).max() <= 8  # the same colours, up to the 256-step palette
+    assert len(data) < len(png_bytes(to_rgb(res, (-15.0, 15.0), "RdBu_r")))
