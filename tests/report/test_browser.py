@@ -20,16 +20,29 @@ from tests.report.tiny import SPECS, Spec
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_browser(chromium: str | None, driver: str | None, in_ci: bool) -> None:
+    """Fail (in CI) or skip (elsewhere, with the reason) when Chromium or its driver is missing."""
+    if chromium is None or driver is None:
+        msg = "headless Chromium needs the Debian packages chromium and chromium-driver"
+        if in_ci:
+            pytest.fail(f"{msg}, missing in CI (CI=true)")
+        pytest.skip(f"{msg} (apt-get install -y chromium chromium-driver)")
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
     chromium, driver = find_binaries()
-    if chromium is None or driver is None:
-        msg = "headless Chromium needs the Debian packages chromium and chromium-driver"
-        if IN_CI:
-            pytest.fail(f"{msg} (missing in CI)")
-        pytest.skip(msg)
+    require_browser(chromium, driver, IN_CI)
     with Browser(chromium, driver, tmp_path_factory.mktemp("chromium") / "profile") as b:
         yield b
+
+
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere():
+    with pytest.raises(pytest.fail.Exception, match="missing in CI"):
+        require_browser(None, "/usr/bin/chromedriver", in_ci=True)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install"):
+        require_browser("/usr/bin/chromium", None, in_ci=False)
+    require_browser("/usr/bin/chromium", "/usr/bin/chromedriver", in_ci=True)  # no exception
 
 
 def _errors(browser: Browser) -> list[str]:

@@ -184,3 +184,20 @@ def test_colour_png_is_a_palette_image_with_the_colormap():
     direct = to_rgb(res, (-15.0, 15.0), "RdBu_r").astype(int)
     assert np.abs(back - direct).max() <= 8  # the same colours, up to the 256-step palette
     assert len(data) < len(png_bytes(to_rgb(res, (-15.0, 15.0), "RdBu_r")))
+
+
+def test_report_of_rows_without_stores_still_written(tmp_path):
+    """A row whose stores are gone (or never made) gets a note, not a crash."""
+    from denoise.report.html import build_report
+
+    for name in ("a", "b"):
+        d = tmp_path / "results" / name
+        d.mkdir(parents=True)
+        (d / "ingest.json").write_text(json.dumps({"source": {"uri": "x.tif"}, "axes": "yx"}))
+        noref = {"denoised": {"next_frame_mse": 10.0 if name == "a" else 9.0}}
+        (d / "metrics.json").write_text(json.dumps({"images": [], "no_reference": noref}))
+    out = tmp_path / "report.html"
+    build_report(tmp_path / "results", ["a", "b"], out)
+    text = out.read_text()
+    assert text.count('<section class="compare"') == 1 and "Panels unavailable" in text
+    assert "<b>b</b>" in text and "<img" not in text
