@@ -11,8 +11,21 @@ never guesses from attributes.
 - ``"plane"`` (:class:`PlanePredictor`): zero-shot and classical methods that need a whole
   plane (or ``zyx`` volume) at once.
 
-Either may declare ``halo_t``: how many neighbouring frames along ``t`` (each side) it needs
-to predict one frame.  0 is frame by frame; the runner rejects a ``halo_t`` it cannot serve.
+Either may declare ``halo_t = k``: how many neighbouring frames along ``t`` (each side) it
+needs to predict one frame.  ``k = 0`` is frame by frame (the calls below).  With ``k > 0`` the
+runner passes a *window* of ``2k + 1`` frames of one channel (and, for 2D predictors, one ``z``
+plane) with the output frame in the middle:
+
+- PlanePredictor: ``predictor(window, index)``, ``window`` of shape ``(2k + 1, *spatial)``,
+  the output frame at ``window[k]`` and ``index["t"]`` its frame number;
+- TiledPredictor: ``predictor(tiles, channel=c)``, ``tiles`` of shape ``(N, 2k + 1,
+  *tile_shape)``; spatial tiling and halo are unchanged.
+
+Both return the output frame only, ``(n_outputs, *spatial)`` / ``(N, n_outputs, *tile_shape)``.
+Frames before the first and after the last come by reflection without repeating the edge
+frame (``np.pad(mode="reflect")``: frame ``-1`` is frame ``1``), repeated for series shorter
+than ``k + 1`` frames (a one-frame series repeats its frame): window entries may therefore be
+the same frame twice.  An image without a ``t`` axis is refused.
 """
 
 from __future__ import annotations
@@ -40,7 +53,11 @@ class TiledPredictor(Protocol):
     output_names: tuple[str, ...]
 
     def __call__(self, tiles: np.ndarray, channel: int = 0) -> np.ndarray:
-        """``(N, *spatial)`` float32 tiles of channel ``channel`` → ``(N, n_outputs, *spatial)``."""
+        """``(N, *spatial)`` float32 tiles of channel ``channel`` → ``(N, n_outputs, *spatial)``.
+
+        With ``halo_t = k > 0``: ``(N, 2k + 1, *spatial)`` windows → the centre frame's
+        ``(N, n_outputs, *spatial)``.
+        """
 
 
 @runtime_checkable
@@ -54,7 +71,11 @@ class PlanePredictor(Protocol):
     output_names: tuple[str, ...]
 
     def __call__(self, plane: np.ndarray, index: dict[str, int]) -> np.ndarray:
-        """``(*spatial)`` float32 at ``index`` (its t/c/z position) → ``(n_outputs, *spatial)``."""
+        """``(*spatial)`` float32 at ``index`` (its t/c/z position) → ``(n_outputs, *spatial)``.
+
+        With ``halo_t = k > 0``: a ``(2k + 1, *spatial)`` window centred on frame
+        ``index["t"]`` → that frame's ``(n_outputs, *spatial)``.
+        """
 
 
 def predictor_kind(predictor: Any) -> PredictorKind:

@@ -12,8 +12,18 @@
   store with ``ome-zarr-models`` and marks it complete.
 
 Predictors follow ``docs/architecture.md``: a *TiledPredictor* (``halo``, ``multiple``) gets
-lattice tiles of each unit and is called as ``predictor(tiles, channel=c)`` when its ``__call__``
-accepts ``channel``; a *PlanePredictor* gets whole planes with their ``{"t", "c", "z"}`` index.
+lattice tiles of each unit and is called as ``predictor(tiles, channel=c)``; a *PlanePredictor*
+gets whole planes with their ``{"t", "c", "z"}`` index.
+
+A predictor with ``halo_t = k > 0`` sees ``2k + 1`` frames of one channel (and one ``z`` plane
+for 2D predictors) per output frame: a PlanePredictor gets ``window`` of shape
+``(2k + 1, *spatial)`` with the output frame at ``window[k]`` and ``index["t"]`` its frame, a
+TiledPredictor gets tiles ``(N, 2k + 1, *tile)``.  Frames beyond the series' ends come by
+reflection without repeating the edge frame (``np.pad(mode="reflect")``: frame ``-1`` is frame
+``1``, frame ``n`` is frame ``n - 2``), applied again and again when the series is shorter
+than ``k + 1`` frames (period ``2 (n - 1)``; a one-frame series repeats its frame), i.e.
+:func:`denoise.tiling.grid.reflect_index`.  Units are then blocks of frames
+(:func:`denoise.predict.units.t_block`) read once with their ``k`` frames each side.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from denoise.progress import Progress, progress
 from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions, read_json
 from denoise.settings import PredictConfig
 from denoise.tiling.blend import blend_tiles, read_virtual
-from denoise.tiling.grid import TileGrid, plan_grid, round_up
+from denoise.tiling.grid import TileGrid, plan_grid, reflect_index, round_up
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +177,16 @@ def is_tiled(predictor: Any) -> bool:
     ------
     TypeError
         The predictor declares no kind.
-    NotImplementedError
-        It needs neighbouring frames (``halo_t > 0``), which this runner does not serve yet.
     """
-    kind = predictor_kind(predictor)
-    if int(getattr(predictor, "halo_t", 0)):
-        raise NotImplementedError(
-            f"{type(predictor).__name__} needs {predictor.halo_t} neighbouring frame(s) along t "
-            "(halo_t); the unit runner predicts frame by frame only"
-        )
-    return kind == "tiled"
+    return predictor_kind(predictor) == "tiled"
+
+
+def declared_halo_t(predictor: Any) -> int:
+    """The predictor's ``halo_t`` (neighbouring frames per side along ``t``; 0 if undeclared)."""
+    k = int(getattr(predictor, "halo_t", 0) or 0)
+    if k < 0:
+        raise ValueError(f"{type(predictor).__name__} declares halo_t = {k}; it must be >= 0")
+    return k
 
 
 @dataclass
@@ -197,6 +207,17 @@ class UnitRunner:
     ramp: int = 0
     batch_size: int = 4
     _arrays: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: Bytes sliced from the input store by :meth:`read` in this process (``box``) and the
+    #: bytes of the stored chunks those slices touch (``chunks``: what zarr decodes).
+    bytes_read: dict[str, int] = field(
+        default_factory=lambda: {"box": 0, "chunks": 0}, repr=False, compare=False
+    )
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def halo_t(self) -> int:
+        """Neighbouring frames per side along ``t`` the predictor sees."""
+        return self.layout.halo_t
 
     def source(self) -> zarr.Array:
         """The input's level-0 array (opened once per process)."""
@@ -212,13 +233,46 @@ class UnitRunner:
 
     # The three phases, separately so the local pipeline can overlap them.
     def read(self, unit: Unit) -> np.ndarray:
-        """The unit's input (plus halo for tiled predictors), ``(*samples, *spatial)``."""
-        if not self.tiled:
-            return np.asarray(self.source()[unit.region])
-        lay = self.layout
-        lead = tuple(unit.region[i] for i in lay.sample_axes)
-        grid = self.grid(unit)
-        return read_virtual(self.source(), grid.read_lo, grid.read_hi, lead=lead)
+        """The unit's input (plus halo for tiled predictors), ``(*samples, *spatial)``.
+
+        With ``halo_t = k`` the ``t`` extent is the unit's frames plus ``k`` each side,
+        reflected at the series' ends (module docstring); the source is sliced once over the
+        distinct frames.
+        """
+        region, t_local = list(unit.region), None
+        if self.halo_t:
+            ti = self.layout.axes.index("t")
+            r = unit.region[ti]
+            idx = reflect_index(r.start - self.halo_t, r.stop + self.halo_t, self.source().shape[ti])
+            region[ti] = slice(int(idx.min()), int(idx.max()) + 1)
+            t_local = idx - region[ti].start
+        if self.tiled:
+            lay = self.layout
+            grid = self.grid(unit)
+            lead = tuple(region[i] for i in lay.sample_axes)
+            block = read_virtual(self.source(), grid.read_lo, grid.read_hi, lead=lead)
+            sp = lay.spatial_axes
+            box = [*lead, *_source_box(grid.read_lo, grid.read_hi, [self.source().shape[i] for i in sp])]
+        else:
+            box = region
+            block = np.asarray(self.source()[tuple(region)])
+        self._count(box)
+        if t_local is not None and not np.array_equal(t_local, np.arange(block.shape[0])):
+            block = np.take(block, t_local, axis=self.layout.axes.index("t"))
+        return block
+
+    def _count(self, box: Sequence[slice]) -> None:
+        src = self.source()
+        item = np.dtype(src.dtype).itemsize
+        n_box = item
+        n_chunks = item
+        for sl, c, n in zip(box, src.chunks, src.shape, strict=True):
+            start, stop = sl.indices(n)[:2]
+            n_box *= stop - start
+            n_chunks *= min(n, -(-stop // c) * c) - (start // c) * c
+        with self._count_lock:
+            self.bytes_read["box"] += n_box
+            self.bytes_read["chunks"] += n_chunks
 
     def grid(self, unit: Unit) -> TileGrid:
         """The lattice tiles covering the unit's spatial box."""
@@ -237,11 +291,16 @@ class UnitRunner:
         letters = [lay.axes[i] for i in lay.sample_axes]
         starts = [unit.region[i].start for i in lay.sample_axes]
         grid = self.grid(unit) if self.tiled else None
+        k = self.halo_t
+        t_at = letters.index("t") if k else -1
         for sample in unit.samples(lay.sample_axes):
             local = tuple(s - a for s, a in zip(sample, starts, strict=True))
             index = dict(zip(letters, sample, strict=True))
             channel = int(sample[lay.sample_axes.index(c_pos)]) if c_pos >= 0 else 0
-            plane = np.asarray(block[local], dtype=np.float32)
+            src = local
+            if k:  # the block starts k frames before the unit: frames t-k..t+k
+                src = (*local[:t_at], slice(local[t_at], local[t_at] + 2 * k + 1), *local[t_at + 1:])
+            plane = np.asarray(block[src], dtype=np.float32)
             if self.tiled:
                 pred = blend_tiles(
                     lambda t, c=channel: predictor(t, channel=c), plane, grid, self.batch_size
@@ -278,6 +337,8 @@ class UnitRunner:
             "whole_planes": self.layout.whole_planes,
             "chunks": list(self.layout.chunks),
             "tiled": self.tiled,
+            "halo_t": self.halo_t,
+            "t_block": self.layout.t_block,
             "halo": self.halo,
             "multiple": self.multiple,
             "tile": list(self.tile),
@@ -301,7 +362,10 @@ def make_runner(
     first = omezarr.open_image(next(iter(outputs.values())))[0]
     axes = omezarr.open_image(input_store)[1]
     tiled = is_tiled(predictor)
-    layout = UnitLayout(tuple(first.shape), tuple(first.chunks), axes, int(predictor.ndim), whole_planes=not tiled)
+    layout = UnitLayout(
+        tuple(first.shape), tuple(first.chunks), axes, int(predictor.ndim),
+        whole_planes=not tiled, halo_t=declared_halo_t(predictor),
+    )
     if not tiled:
         return UnitRunner(str(input_store), outputs, fingerprint, layout, tiled=False)
     halo, m = int(predictor.halo), int(predictor.multiple)
@@ -321,6 +385,15 @@ def make_runner(
         str(input_store), outputs, fingerprint, layout, tiled=True,
         halo=halo, multiple=m, tile=tile, ramp=ramp, batch_size=cfg.batch_size,
     )
+
+
+def _source_box(lo: Sequence[int], hi: Sequence[int], shape: Sequence[int]) -> list[slice]:
+    """The source slices :func:`read_virtual` reads for the virtual box ``[lo, hi)``."""
+    out = []
+    for a, b, n in zip(lo, hi, shape, strict=True):
+        idx = reflect_index(a, b, n)
+        out.append(slice(int(idx.min()), int(idx.max()) + 1))
+    return out
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -427,7 +500,9 @@ def predict_units(
         times = _pipeline(runner, predictor, todo, f"predict {scatter_index}/{scatter_count}")
     times["total"] = time.perf_counter() - t0
     log.info("job %d/%d: phase seconds %s", scatter_index, scatter_count, {k: round(v, 1) for k, v in times.items()})
-    return summarize(runner, owned, todo, skipped, scatter_index, scatter_count, times)
+    summary = summarize(runner, owned, todo, skipped, scatter_index, scatter_count, times)
+    summary["bytes_read"] = dict(runner.bytes_read)
+    return summary
 
 
 def prepare_run(
@@ -459,7 +534,9 @@ def prepare_run(
     log.info(
         "job %d/%d: %d of %d units owned, %d already done, %d to compute (%s)",
         scatter_index, scatter_count, len(owned), len(runner.layout), len(skipped), len(todo),
-        f"tiles {runner.tile}, halo {runner.halo}" if runner.tiled else "whole planes",
+        (f"tiles {runner.tile}, halo {runner.halo}" if runner.tiled else "whole planes")
+        + (f", {runner.halo_t} frame(s) each side along t, {runner.layout.t_block}-frame units"
+           if runner.halo_t else ""),
     )
     return runner, owned, todo, skipped
 
@@ -484,7 +561,7 @@ def summarize(
         "owned": len(owned),
         "outputs": dict(runner.outputs),
         "scatter": [scatter_index, scatter_count],
-        "tiling": {k: info[k] for k in ("tiled", "halo", "multiple", "tile", "ramp", "chunks")},
+        "tiling": {k: info[k] for k in ("tiled", "halo", "multiple", "tile", "ramp", "chunks", "halo_t", "t_block")},
         "computed": todo,
         "skipped": skipped,
         "seconds": seconds,

@@ -7,6 +7,14 @@ in C order over the unit grid; job ``i`` of ``N`` owns the units ``u`` with ``u 
 Axes are split into *sample* axes (``t``, ``c`` and, for 2D predictors, ``z``), which are
 looped over, and the predictor's *spatial* axes (``yx`` or ``zyx``).  Canonical ``tczyx`` order
 puts every sample axis before the spatial ones.
+
+Predictors that see neighbouring frames (``halo_t = k > 0``) get units that are contiguous
+blocks of :func:`t_block` frames (``T_BLOCK_PER_HALO · k``, whole output chunks along ``t``):
+a unit reads its frames plus ``k`` on each side once, so along ``t`` the input is read about
+``(T + 2k) / T = 1.25`` times (less at the series' ends, where the halo is reflected from frames
+the unit reads anyway; a short last block reads relatively more), whatever the scatter count.
+One-frame units would read every frame
+``2k + 1`` times.
 """
 
 from __future__ import annotations
@@ -23,6 +31,20 @@ log = logging.getLogger(__name__)
 CHUNK_YX_2D = 1024
 CHUNK_YX_3D = 256
 CHUNK_Z = 32
+#: Frames per unit along ``t`` per frame of ``halo_t`` (8: units read ≤ 1.25× their frames).
+T_BLOCK_PER_HALO = 8
+
+
+def t_block(halo_t: int, n_frames: int, chunk_t: int = 1) -> int:
+    """Frames per unit along ``t``: 1 for ``halo_t = 0``, else ``T_BLOCK_PER_HALO · halo_t``
+    rounded up to whole chunks and capped at the series (rounded up to a chunk)."""
+    if halo_t < 0:
+        raise ValueError(f"halo_t must be >= 0, got {halo_t}")
+    chunk_t = max(1, int(chunk_t))
+    if halo_t == 0:
+        return chunk_t
+    want = min(T_BLOCK_PER_HALO * halo_t, max(1, n_frames))
+    return -(-want // chunk_t) * chunk_t
 
 
 def output_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
@@ -81,6 +103,9 @@ class UnitLayout:
         Spatial dimensions of the predictor.
     whole_planes
         Plane predictors: a unit spans the whole spatial extent (all chunks of its planes).
+    halo_t
+        Neighbouring frames the predictor needs on each side along ``t``; > 0 makes units
+        blocks of :func:`t_block` frames (the axes must then contain ``t``).
     """
 
     shape: tuple[int, ...]
@@ -88,6 +113,24 @@ class UnitLayout:
     axes: str
     ndim: int
     whole_planes: bool = False
+    halo_t: int = 0
+
+    def __post_init__(self) -> None:
+        if self.halo_t and "t" not in self.axes:
+            raise ValueError(
+                f"the predictor needs {self.halo_t} neighbouring frame(s) along t (halo_t) but "
+                f"the image has no t axis (axes '{self.axes}')"
+            )
+
+    @property
+    def t_block(self) -> int:
+        """Frames per unit along ``t`` (1 without a ``t`` halo and one-frame chunks)."""
+        if "t" not in self.axes:
+            return 1
+        i = self.axes.index("t")
+        if not self.halo_t:
+            return self.chunks[i]
+        return t_block(self.halo_t, self.shape[i], self.chunks[i])
 
     @property
     def sample_axes(self) -> tuple[int, ...]:
@@ -101,10 +144,13 @@ class UnitLayout:
 
     @property
     def unit_edges(self) -> tuple[int, ...]:
-        """Unit edge per axis: a chunk, or the whole axis for planes' spatial axes."""
+        """Unit edge per axis: a chunk, the whole axis for planes' spatial axes, and
+        :attr:`t_block` frames along ``t``."""
         spatial = self.spatial_axes
         return tuple(
-            n if (self.whole_planes and i in spatial) else c
+            n if (self.whole_planes and i in spatial)
+            else self.t_block if self.axes[i] == "t"
+            else c
             for i, (n, c) in enumerate(zip(self.shape, self.chunks, strict=True))
         )
 

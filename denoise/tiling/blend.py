@@ -62,7 +62,9 @@ def blend_tiles(predict_fn: PredictFn, block: np.ndarray, grid: TileGrid, batch_
     predict_fn
         Maps a batch of tiles ``(N, *tile_shape)`` to ``(N, n_outputs, *tile_shape)``.
     block
-        The virtual image over ``[grid.read_lo, grid.read_hi)`` (float32, spatial axes only).
+        The virtual image over ``[grid.read_lo, grid.read_hi)`` (float32): the spatial axes,
+        optionally after leading axes that every tile keeps whole (e.g. the ``2k + 1`` frames
+        of a predictor with ``halo_t = k``: tiles are then ``(N, 2k + 1, *tile_shape)``).
     grid
         Tiles on the lattice (see :func:`denoise.tiling.grid.plan_grid`).
     batch_size
@@ -74,7 +76,7 @@ def blend_tiles(predict_fn: PredictFn, block: np.ndarray, grid: TileGrid, batch_
         ``(n_outputs, *grid.region_shape)`` float32: Σ w·p / Σ w over the tiles.
     """
     expected = tuple(h - lo for lo, h in zip(grid.read_lo, grid.read_hi, strict=True))
-    if block.shape != expected:
+    if block.shape[block.ndim - len(expected):] != expected:
         raise ValueError(f"block of shape {block.shape} does not match the grid's read box {expected}")
     keeps = [[a.keep(k) for k in range(a.count)] for a in grid.axes]
     if len(grid) == 1:  # one tile: nothing to blend
@@ -92,7 +94,7 @@ def blend_tiles(predict_fn: PredictFn, block: np.ndarray, grid: TileGrid, batch_
                 slice(a.origins[k] - o, a.origins[k] - o + a.size)
                 for a, k, o in zip(grid.axes, idx, origin, strict=True)
             )
-            cut.append(block[sl])
+            cut.append(block[(..., *sl)])
         pred = np.asarray(predict_fn(np.stack(cut).astype(np.float32, copy=False)), dtype=np.float32)
         if acc is None:
             acc = np.zeros((pred.shape[1], *grid.region_shape), dtype=np.float32)
