@@ -118,7 +118,7 @@ def columns_of(rows: list[Row], results: Path) -> list[Column]:
 
 
 def build_layout(cols: list[Column], crop: int, panel_px: int = 192) -> Layout:
-    """Crop, zoom window (on the brightest structure of the first output) and planes."""
+    """Crop, zoom window and kymograph / XZ row (on the brightest structure), planes, scale."""
     ref = cols[0]
     axes, shape = ref.axes, tuple(int(n) for n in ref.arr.shape)
     window = views.crop_window(shape, crop)
