@@ -1,0 +1,1 @@
+"""Synthetic data with a known ground truth (dynamic time-lapses: :mod:`.timelapse`)."""
