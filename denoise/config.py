@@ -93,6 +93,12 @@ class DatasetRow(_Strict):
     calibration_axes: str = Field("", description="Axes of the calibration stack.")
     psf: str = Field("", description="DecoNoising: measured PSF file (TIFF/npy); empty: Gaussian.")
 
+    @property
+    def needs(self) -> frozenset[str]:
+        """What the row's method needs beside the image (its registry ``needs``), read by
+        :func:`denoise.io.sheet_checks.check_sheet_inputs`."""
+        return frozenset(get_method(self.method).needs)
+
     @field_validator("axes", "ground_truth_axes", "calibration_axes")
     @classmethod
     def _axes(cls, v: str) -> str:

@@ -386,6 +386,8 @@ def _runners() -> dict[str, Runner]:
             runners[spec.name] = lambda item, ctx, m=spec.name: run_trained(item, ctx, m)
         elif spec.name in own:
             runners[spec.name] = own[spec.name]
+        elif "frames" in spec.needs:
+            continue  # time-lapse methods: this benchmark scores single images (issue 17)
         else:
             raise KeyError(f"quality benchmark: no runner for the {spec.kind} method '{spec.name}'")
     runners["careamics_n2v"] = run_careamics

@@ -245,7 +245,7 @@ class Bm3dVstPredictor:
             )
         channel_params(noise_params, 0)  # validate early, with a clear message
         self.noise_params = noise_params
-        self._bm3d = _import_bm3d()
+        self._bm3d = import_bm3d()
         #: Seconds spent in BM3D per plane (key: sorted ``index`` items as text).
         self.seconds: dict[str, float] = {}
 
@@ -254,22 +254,32 @@ class Bm3dVstPredictor:
         if x.ndim != 2:
             raise ValueError(f"Bm3dVstPredictor works on (y, x) planes, got shape {x.shape}")
         p = channel_params(self.noise_params, int(index.get("c", 0)))
-        if not p["gain"] > 0:
-            raise ValueError(f"BM3D+VST needs a positive noise-model gain, got {p['gain']}")
         t0 = time.perf_counter()
-        z = anscombe_forward(x, p["gain"], p["read_var"], p["offset"])
-        d = np.asarray(self._bm3d.bm3d(z, sigma_psd=1.0), dtype=np.float64)
-        out = anscombe_inverse(d, p["gain"], p["read_var"], p["offset"])
+        out = bm3d_vst(x, p, self._bm3d)
         self.seconds[_index_key(index)] = time.perf_counter() - t0
         return out.astype(np.float32)[None]
 
 
-def _import_bm3d() -> Any:
+def bm3d_vst(plane: np.ndarray, p: dict[str, float], bm3d: Any) -> np.ndarray:
+    """BM3D+VST of one ``(y, x)`` plane with noise ``{"gain", "read_var", "offset"}``: the
+    generalised Anscombe transform to unit variance, ``bm3d.bm3d(σ = 1)``, the unbiased inverse.
+
+    The one code path of ``bm3d_vst`` and ``window_bm3d_vst`` (which passes the parameters of
+    a mean of frames, :func:`denoise.methods.window_bm3d_vst.mean_noise_params`).
+    """
+    if not p["gain"] > 0:
+        raise ValueError(f"BM3D+VST needs a positive noise-model gain, got {p['gain']}")
+    z = anscombe_forward(plane, p["gain"], p["read_var"], p["offset"])
+    d = np.asarray(bm3d.bm3d(z, sigma_psd=1.0), dtype=np.float64)
+    return anscombe_inverse(d, p["gain"], p["read_var"], p["offset"])
+
+
+def import_bm3d(method: str = "bm3d_vst") -> Any:
     try:
         import bm3d
     except ImportError as exc:
         raise ImportError(
-            "method bm3d_vst needs the optional package bm3d: pip install bm3d"
+            f"method {method} needs the optional package bm3d: pip install bm3d"
         ) from exc
     return bm3d
 
