@@ -254,7 +254,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
     keep = {
         k: v
         for k, v in summary.items()
-        if k not in ("computed", "skipped", "seconds", "units_per_s")
+        if k not in ("computed", "skipped", "seconds", "units_per_s", "bytes_read")
     }
     atomic_write_json(
         a.sentinel,

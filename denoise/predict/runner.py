@@ -490,7 +490,9 @@ def predict_units(
     -------
     dict
         ``n_units``, ``owned``, ``outputs``, ``scatter`` and ``tiling`` (deterministic) plus
-        ``computed`` / ``skipped`` (unit ids), ``seconds`` (phase times) and ``units_per_s``.
+        ``computed`` / ``skipped`` (unit ids), ``seconds`` (phase times), ``units_per_s`` and
+        ``bytes_read`` (``box``: bytes sliced from the input by this call, ``chunks``: bytes of
+        the stored chunks those slices touch; units skipped as done read nothing).
     """
     t0 = time.perf_counter()
     runner, owned, todo, skipped = prepare_run(

@@ -13,8 +13,7 @@ blocks of :func:`t_block` frames (``T_BLOCK_PER_HALO · k``, whole output chunks
 a unit reads its frames plus ``k`` on each side once, so along ``t`` the input is read about
 ``(T + 2k) / T = 1.25`` times (less at the series' ends, where the halo is reflected from frames
 the unit reads anyway; a short last block reads relatively more), whatever the scatter count.
-One-frame units would read every frame
-``2k + 1`` times.
+One-frame units would read every frame ``2k + 1`` times.
 """
 
 from __future__ import annotations

@@ -173,3 +173,22 @@ def test_no_t_axis_is_refused(make_store, tmp_path: Path) -> None:
     outputs = {"denoised": str(tmp_path / "o.ome.zarr")}
     with pytest.raises(ValueError, match="no t axis"):
         predict_units(src, outputs, TemporalMeanPlanes(1), PredictConfig(), "fp")
+
+
+def test_resume_skips_finished_frame_blocks(make_store, tmp_path: Path) -> None:
+    """Job 0 of 2 ran (then the run stopped): a rerun computes only the other blocks."""
+    k = 1
+    data = _series((30, 8, 8), seed=5)
+    src = make_store(data, "tyx", (1, 8, 8))
+    pred = TemporalMeanPlanes(k)
+    outputs = {"denoised": str(tmp_path / "resume.ome.zarr")}
+    init_output(src, outputs, "fp", {})
+    first = predict_units(src, outputs, pred, PredictConfig(), "fp", 0, 2)
+    assert first["computed"] == [0, 2] and first["tiling"]["t_block"] == 8  # blocks of 8 frames
+    rest = predict_units(src, outputs, pred, PredictConfig(), "fp", 0, 1)
+    assert rest["skipped"] == [0, 2] and rest["computed"] == [1, 3]
+    assert rest["bytes_read"]["box"] < data.nbytes
+    finalize_output(src, outputs, "fp", 1)
+    got = zarr.open_group(outputs["denoised"], mode="r")["s0"][...]
+    ref = np.stack([ndimage.gaussian_filter(m, 1.0, mode="mirror") for m in _windows_mean(data, k)])
+    np.testing.assert_array_equal(got, ref)
