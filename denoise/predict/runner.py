@@ -293,6 +293,8 @@ class UnitRunner:
         grid = self.grid(unit) if self.tiled else None
         k = self.halo_t
         t_at = letters.index("t") if k else -1
+        if k:  # every frame enters 2k + 1 windows: convert once
+            block = np.asarray(block, dtype=np.float32)
         for sample in unit.samples(lay.sample_axes):
             local = tuple(s - a for s, a in zip(sample, starts, strict=True))
             index = dict(zip(letters, sample, strict=True))
