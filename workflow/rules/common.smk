@@ -1,7 +1,13 @@
 # Shared helpers: config + dataset-sheet validation (before any job runs) and input functions.
+import functools
+import glob
+import json
+import math
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from denoise.config import load_workflow_config, read_dataset_sheet, to_json
 from denoise.io.omezarr import is_ome_zarr_v05
@@ -15,9 +21,15 @@ envvars:
 # The `denoise` console script lives next to the Python running Snakemake (a venv's bin/).
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
+# The cluster site's names (partitions, extra sbatch options for GPU jobs): top-level config
+# entries set by the SLURM profile (workflow/profiles/slurm/config.yaml), not part of the
+# denoising config, so taken out before it is validated.  Only job resources read them.
+SITE_DEFAULTS = {"slurm_cpu_partition": "cpu", "slurm_gpu_partition": "gpu", "slurm_gpu_extra": ""}
+SITE = {key: str(config.get(key) or default) for key, default in SITE_DEFAULTS.items()}
+
 # One validation, by the pydantic models that also build every stage's settings (the same
 # source as workflow/schemas/*.json; a plug-in method's methods.<name> block is known too).
-CFG = load_workflow_config(config, where="config")
+CFG = load_workflow_config({k: v for k, v in config.items() if k not in SITE}, where="config")
 SHEET = CFG.datasets
 ROWS = {row.name: row for row in read_dataset_sheet(SHEET)}
 # The sheet's inputs are opened once per run, by the main process: cluster and subprocess jobs
@@ -183,3 +195,116 @@ def fit_noise_args(wildcards, input):
     if "n2v" in input.keys():
         args.append(f"--n2v-model-dir {Path(input.n2v).parent}")
     return " ".join(args)
+
+
+# ----------------------------------------------------------------------------- job resources
+# Threads, GPUs, partition, memory and runtime of every job, as functions of the row (its
+# method's kind), the input's size and the attempt (a retried job gets `attempt` times the
+# memory and runtime).  The SLURM executor maps them to sbatch: threads -> --cpus-per-task
+# (--cpus-per-gpu on GPU jobs), gpu -> --gpus, mem_mb -> --mem, runtime (minutes) -> -t,
+# slurm_partition -> -p.  Figures and the reasoning behind them: docs/scaling.md.
+#: Threads of a network job (train, predict) on a cluster when the config sets none.
+CLUSTER_THREADS = 8
+#: Prediction throughput assumed for runtime requests: MB of raw input per minute and job
+#: (2 CPU threads measured 1.2-1.3 MPix/s = 150 MB/min of uint16; a GPU is far faster).
+PREDICT_MB_PER_MIN = 60
+
+
+def _local_cores():
+    """The cores given with --cores, None when there are none (a cluster executor)."""
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
+def network_threads(configured):
+    """Threads of a network job: the config's ``threads``; else, run locally, every core given
+    with --cores (the stage has the machine); else (a cluster job, and the job itself, which
+    must agree) CLUSTER_THREADS."""
+
+    def fn(wildcards):
+        if configured:
+            return configured
+        if workflow.local_exec and not workflow.remote_exec:
+            return _local_cores() or CLUSTER_THREADS
+        return CLUSTER_THREADS
+
+    return fn
+
+
+def gpus(stage):
+    """``gpu`` resource: 1 for a row whose method runs a network in ``stage`` ("train" or
+    "predict"; trained and zero-shot methods), 0 for classical rows or ``device: cpu``."""
+    device = (CFG.train if stage == "train" else CFG.predict).device
+
+    def fn(wildcards):
+        if device == "cpu":
+            return 0
+        return 0 if stage == "predict" and spec(wildcards).kind == "classical" else 1
+
+    return fn
+
+
+def partition(stage=None):
+    """``slurm_partition``: the site's GPU partition for jobs that ask for a GPU, else its CPU one."""
+    needs_gpu = gpus(stage) if stage else (lambda wildcards: 0)
+
+    def fn(wildcards):
+        return SITE["slurm_gpu_partition" if needs_gpu(wildcards) else "slurm_cpu_partition"]
+
+    return fn
+
+
+def gpu_extra(stage):
+    """``slurm_extra``: the site's extra sbatch options (GPU type, ...) on GPU jobs only."""
+    needs_gpu = gpus(stage)
+    return lambda wildcards: SITE["slurm_gpu_extra"] if needs_gpu(wildcards) else ""
+
+
+@functools.cache
+def _source_mb(uri):
+    """MB of a sheet input on disk: a file, a directory (zarr) or a glob (PNG series)."""
+    paths = sorted(glob.glob(uri)) if any(ch in uri for ch in "*?[") else [uri]
+    total = 0
+    for path in map(Path, paths):
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return total / 1e6
+
+
+def raw_mb(wildcards):
+    """MB of the dataset as ingested (shape x itemsize from the ingest sentinel); before ingest
+    has run, the size of its source on disk."""
+    sentinel = Path(ingest_of(wildcards))
+    try:
+        info = json.loads(sentinel.read_text())
+        return math.prod(info["shape"]) * np.dtype(info["dtype"]).itemsize / 1e6
+    except (OSError, ValueError, KeyError, TypeError):
+        return _source_mb(row(wildcards).uri)
+
+
+def mem_request(base, per_gb=0, cap=None):
+    """``mem_mb`` = attempt x (base + per_gb x GB of raw data, at most cap)."""
+
+    def fn(wildcards, attempt):
+        need = base + per_gb * raw_mb(wildcards) / 1024
+        return int(attempt * (min(need, cap) if cap else need))
+
+    return fn
+
+
+def runtime_request(base, per_gb=0.0, scattered=False):
+    """``runtime`` in minutes = attempt x (base + per_gb x GB of raw data [/ scatter jobs])."""
+
+    def fn(wildcards, attempt):
+        gb = raw_mb(wildcards) / 1024
+        if scattered:
+            gb /= scatter_count(wildcards)
+        return int(math.ceil(attempt * (base + per_gb * gb)))
+
+    return fn

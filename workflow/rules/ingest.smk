@@ -16,6 +16,11 @@ rule ingest:
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/ingest.tsv"
     threads: 2
+    resources:
+        # Lazy, chunked copy: memory bounded by chunks in flight; time grows with the size.
+        mem_mb=mem_request(4000),
+        runtime=runtime_request(10, per_gb=2),
+        slurm_partition=partition(),
     shell:
         "denoise ingest --input '{params.uri}' --axes '{params.axes}' --store '{params.store}'"
         " --sentinel {output} --params '{params.cfg}' 2> {log}"

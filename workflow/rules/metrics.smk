@@ -19,6 +19,11 @@ rule evaluate:
         f"{RES}/logs/{{dataset}}/evaluate.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/evaluate.tsv"
+    resources:
+        # Plane by plane over the input and every output.
+        mem_mb=mem_request(4000),
+        runtime=runtime_request(10, per_gb=2),
+        slurm_partition=partition(),
     shell:
         "denoise evaluate --store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
         " --ground-truth '{params.gt}' --gt-axes '{params.gt_axes}' --json {output.json}"

@@ -15,6 +15,12 @@ rule noise_model:
         f"{RES}/logs/{{dataset}}/noise_model.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/noise_model.tsv"
+    resources:
+        # A bounded sample of chunks (noise_model.max_samples): memory and reading flat;
+        # listing the store grows a little.
+        mem_mb=mem_request(4000),
+        runtime=runtime_request(10, per_gb=0.05),
+        slurm_partition=partition(),
     shell:
         "denoise noise-model --store '{params.store}' --ingest {input} --out {output.json}"
         " --plot {output.plot} --params '{params.cfg}' --seed {params.seed} 2> {log}"
@@ -39,6 +45,11 @@ rule fit_noise_model:
         f"{RES}/logs/{{dataset}}/fit_noise_model.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/fit_noise_model.tsv"
+    resources:
+        # Histogram / GMM fits on sampled pixel pairs (gmm_bootstrap predicts with its N2V).
+        mem_mb=mem_request(8000),
+        runtime=runtime_request(30, per_gb=1),
+        slurm_partition=partition(),
     shell:
         "denoise fit-noise-model --kind {params.kind} --store '{params.store}'"
         " --ingest {input.ingest} {params.extra} --out {output.json} --plot {output.plot}"

@@ -15,6 +15,10 @@ rule init_output:
         f"{RES}/logs/{{dataset}}/init_output.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/init_output.tsv"
+    resources:
+        mem_mb=mem_request(2000),
+        runtime=runtime_request(10),
+        slurm_partition=partition(),
     shell:
         "denoise init-output "
         "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
@@ -41,9 +45,16 @@ rule predict:
         f"{RES}/logs/{{dataset}}/predict_{{scatteritem}}.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/predict_{{scatteritem}}.tsv"
-    threads: workflow.cores
+    threads: network_threads(CFG.predict.threads)
     resources:
-        gpu=lambda w: 1 if CFG.predict.device == "cuda" else 0,
+        # A GPU only for rows whose method runs a network (trained, zero-shot); memory is
+        # bounded by the unit of work (peak RSS flat in the image size), time by this job's
+        # share of the image (docs/scaling.md).
+        gpu=gpus("predict"),
+        slurm_partition=partition("predict"),
+        slurm_extra=gpu_extra("predict"),
+        mem_mb=mem_request(8000),
+        runtime=runtime_request(15, per_gb=1024 / PREDICT_MB_PER_MIN, scattered=True),
     shell:
         "denoise predict "
         "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
@@ -70,6 +81,11 @@ rule gather_predict:
         f"{RES}/logs/{{dataset}}/gather_predict.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/gather_predict.tsv"
+    resources:
+        # Checks every unit marker, builds the pyramid (reads the float32 output once).
+        mem_mb=mem_request(4000),
+        runtime=runtime_request(10, per_gb=2),
+        slurm_partition=partition(),
     shell:
         "denoise gather "
         "--store '{params.store}' --output-dir {params.out_dir} --method {params.method}"

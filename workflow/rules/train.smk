@@ -1,3 +1,14 @@
+# Training jobs (train, bootstrap_n2v): one GPU unless `train.device: cpu`; patches are
+# streamed from the store, so memory does not grow with the image; time is set by the steps.
+TRAIN_RESOURCES = dict(
+    gpu=gpus("train"),
+    slurm_partition=partition("train"),
+    slurm_extra=gpu_extra("train"),
+    mem_mb=mem_request(12000),
+    runtime=runtime_request(240),
+)
+
+
 # Noise2Void / N2V2 training (methods with a train stage only). Resumes from its last checkpoint.
 rule train:
     input:
@@ -18,9 +29,9 @@ rule train:
         f"{RES}/logs/{{dataset}}/train.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/train.tsv"
-    threads: workflow.cores
+    threads: network_threads(CFG.train.threads)
     resources:
-        gpu=lambda w: 1 if CFG.train.device == "cuda" else 0,
+        **TRAIN_RESOURCES,
     shell:
         "denoise train --store '{params.store}' --ingest {input.ingest} --model-dir {params.model_dir}"
         " --method {params.method} --params '{params.cfg}' --method-params '{params.method_cfg}'"
@@ -47,7 +58,9 @@ rule bootstrap_n2v:
         f"{RES}/logs/{{dataset}}/bootstrap_n2v.log",
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/bootstrap_n2v.tsv"
-    threads: workflow.cores
+    threads: network_threads(CFG.train.threads)
+    resources:
+        **TRAIN_RESOURCES,
     shell:
         "denoise train --store '{params.store}' --ingest {input} --model-dir {params.model_dir}"
         " --method n2v --params '{params.cfg}' --method-params '{params.method_cfg}'"
