@@ -309,10 +309,15 @@ def test_profile_resources(tmp_path):
         "gauss\t.test/data/fish_noisy.tif\tyx\tgaussian\t\t\n"
         "n2f\t.test/data/fish_noisy.tif\tyx\tnoise2fast\t\t\n"
         "big\tbig.npy\ttyx\tn2v\t\t\n"
+        "zbig\tzbig.ome.zarr\ttyx\tn2v\t\t\n"
     )
     wd = _workdir(tmp_path, sheet=sheet)
     big = np.lib.format.open_memmap(wd / "big.npy", mode="w+", dtype=np.uint16, shape=(2048, 1024, 1024))
     del big
+    # The same size as an OME-Zarr 0.5 without a chunk written: sized from its metadata.
+    from denoise.io import omezarr
+
+    omezarr.create_image(wd / "zbig.ome.zarr", (2048, 1024, 1024), np.uint16, "tyx", (1, 256, 256))
     # Site keys given on the command line (they replace the profile's config entries).
     jobs = _dry_run_resources(
         wd, "--set-scatter", "split=4",
@@ -337,6 +342,8 @@ def test_profile_resources(tmp_path):
     assert int(res("predict", "big")["runtime"]) == math.ceil(15 + 1024 / 60 * gb / 4)
     assert int(res("predict", "small")["runtime"]) == 16
     assert int(res("evaluate", "big")["runtime"]) == math.ceil(10 + 2 * gb)
+    gb_zarr = 2048 * 1024 * 1024 * 2 / 1e6 / 1024
+    assert int(res("gather_predict", "zbig")["runtime"]) == math.ceil(10 + 2 * gb_zarr)
     # Memory: flat where the stage streams (predict: bounded by the unit of work).
     assert res("predict", "big")["mem_mb"] == res("predict", "small")["mem_mb"] == "8000"
     assert res("train", "big")["mem_mb"] == "12000"

@@ -264,17 +264,34 @@ def gpu_extra(stage):
     return lambda wildcards: SITE["slurm_gpu_extra"] if needs_gpu(wildcards) else ""
 
 
+def _zarr_mb(path):
+    """MB of a zarr store's (level-0) array from its metadata, without listing its chunks."""
+    import zarr
+
+    from denoise.io import omezarr
+
+    try:
+        return omezarr.open_image(path)[0].nbytes / 1e6
+    except Exception:
+        node = zarr.open(str(path), mode="r")
+        return node.nbytes / 1e6 if hasattr(node, "nbytes") else 0.0
+
+
 @functools.cache
 def _source_mb(uri):
-    """MB of a sheet input on disk: a file, a directory (zarr) or a glob (PNG series)."""
+    """MB of a sheet input: a file's size, a zarr store's array (metadata only: a terabyte
+    store has millions of chunk files), or the files of a glob (PNG series)."""
     paths = sorted(glob.glob(uri)) if any(ch in uri for ch in "*?[") else [uri]
-    total = 0
+    total = 0.0
     for path in map(Path, paths):
         if path.is_file():
-            total += path.stat().st_size
+            total += path.stat().st_size / 1e6
         elif path.is_dir():
-            total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return total / 1e6
+            try:
+                total += _zarr_mb(path)
+            except Exception:
+                total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    return total
 
 
 def raw_mb(wildcards):

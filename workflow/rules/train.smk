@@ -5,7 +5,8 @@ TRAIN_RESOURCES = dict(
     slurm_partition=partition("train"),
     slurm_extra=gpu_extra("train"),
     mem_mb=mem_request(12000),
-    runtime=runtime_request(240),
+    # train.max_minutes caps the training loop; else 4 h (steps-bound, not size-bound).
+    runtime=runtime_request(CFG.train.max_minutes + 30 if CFG.train.max_minutes else 240),
 )
 
 
