@@ -382,12 +382,12 @@ def _runners() -> dict[str, Runner]:
         "bm3d_vst_oracle": run_bm3d_vst_oracle,
     }
     for spec in all_methods():
+        if "frames" in spec.needs:
+            continue  # time-lapse methods: this benchmark scores single images (issue 17)
         if spec.trained:
             runners[spec.name] = lambda item, ctx, m=spec.name: run_trained(item, ctx, m)
         elif spec.name in own:
             runners[spec.name] = own[spec.name]
-        elif "frames" in spec.needs:
-            continue  # time-lapse methods: this benchmark scores single images (issue 17)
         else:
             raise KeyError(f"quality benchmark: no runner for the {spec.kind} method '{spec.name}'")
     runners["careamics_n2v"] = run_careamics

@@ -33,6 +33,7 @@ BUILTIN_MODULES = (
     "denoise.methods.noise2fast",
     "denoise.methods.classical",
     "denoise.methods.window_bm3d_vst",
+    "denoise.methods.spatiotemporal",
 )
 #: Environment variable naming plug-in method modules (comma-separated).
 PLUGIN_ENV = "DENOISE_METHOD_MODULES"

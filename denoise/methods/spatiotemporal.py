@@ -1,0 +1,312 @@
+"""``spatiotemporal``: a self-supervised network that sees 2k + 1 frames (issue 17).
+
+Design (SUPPORT-style spatiotemporal blind spot, Eom et al. 2023; option (A) of issue 17):
+
+* Input: a window of ``2k + 1`` frames of one channel and one ``z`` plane as the ``2k + 1``
+  input channels of a 2D U-Net (:class:`denoise.models.unet.UNet` with ``in_channels = 2k +
+  1``); the output is the centre frame.  Channels are independent samples; ``tzyx`` data are
+  denoised per ``z`` plane (the model is always 2D here: ``train.dims: 3d`` is refused).
+* Training: N2V blind spots (``train.mask_fraction``, ``train.neighbourhood``, N2V's
+  random-neighbour replacement, :func:`denoise.methods.masking.mask_batch`) on the CENTRE frame
+  only; the neighbouring frames stay intact (the noise is independent across frames, so they
+  carry no information about the centre pixel's noise).  Loss: MSE at the blind spots against
+  the raw centre frame (:class:`~denoise.methods.objectives.N2VObjective`).  The network learns
+  how much to trust each frame, so motion is handled by the data, not by a rule.
+* The price: the centre frame's own pixel is hidden, which a plain window mean keeps; on a static
+  scene option (B) (DeepCAD-style: predict a held-out frame from the others) or averaging can
+  use one frame more.  (A) is implemented; (B) was not measured.
+* Ends: the window's frames beyond the series come by reflection without repeating the edge
+  frame (:func:`denoise.tiling.grid.reflect_index`, the runner's rule), in training and in
+  prediction, so series shorter than ``2k + 1`` frames work.  Near the ends a reflected window
+  can hold the centre frame twice (with k = 2, frame 1's window is frames 1, 0, 1, 2, 3): in
+  training the blind spots are then applied (with the same replacement values) to every copy
+  of the centre frame, so the network never sees a blind-spot pixel's own value.  Training
+  centres are drawn uniformly over all frames, so windows with reflections are trained on
+  as they are predicted.
+* Augmentation: one of the 8 flips/rotations of the Y/X square, the same for every frame of a
+  window, and a random time reversal of the window (the noise model is symmetric in time).
+* Every batch is a pure function of ``(seed, step)`` (:class:`WindowPatchSource`).
+* ``k`` (``methods.spatiotemporal.k``, stored in the model's metadata as
+  ``objective.halo_t`` and ``method_settings.k``) defaults to 2; it must be chosen by
+  measurement later (benchmarks on the synthetic time-lapses).
+* Prediction: :class:`WindowNetworkPredictor`, a :class:`~denoise.predict.network.
+  NetworkPredictor` with ``halo_t = k`` taking ``(N, 2k + 1, *tile)`` windows (normalisation,
+  halo and tiling as for N2V: every frame is normalised with its channel's mean/std).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from denoise.methods.masking import mask_batch
+from denoise.methods.objectives import N2VObjective
+from denoise.methods.patches import PatchSampler
+from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
+from denoise.models.unet import UNet
+from denoise.predict.network import NetworkPredictor, unet_forward
+from denoise.settings import PredictConfig, Strict, TrainConfig
+from denoise.tiling.grid import reflect_index
+from denoise.training.loop import train_loop
+
+NAME = "spatiotemporal"
+_TRAIN_STREAM, _VAL_STREAM = 1, 2
+
+
+class SpatiotemporalSettings(Strict):
+    """``methods.spatiotemporal``: the frame window of the spatiotemporal blind-spot network."""
+
+    k: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description=(
+            "Frames each side of the centre frame (the network sees 2k+1 frames); "
+            "2 until chosen by measurement."
+        ),
+    )
+
+
+class SpatiotemporalObjective(N2VObjective):
+    """N2V's masked MSE on the centre frame; records ``halo_t`` with the model."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__(NAME)
+        self.k = int(k)
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name, "halo_t": self.k, "blind_spot": "centre frame"}
+
+
+class WindowPatchSource:
+    """Batches of ``(2k + 1)``-frame patches, blind spots on the centre frame.
+
+    ``(input, target, mask)`` = ``(B, 2k+1, y, x)`` windows with the centre frame's blind spots
+    replaced (in every copy of the centre frame), ``(B, 1, y, x)`` raw centre frames,
+    ``(B, 1, y, x)`` blind-spot positions.  Drawn from generators seeded by ``(seed, stream,
+    index)``.
+    """
+
+    def __init__(self, sampler: PatchSampler, cfg: TrainConfig, seed: int, k: int) -> None:
+        if "t" not in sampler.axes:
+            raise ValueError(
+                f"{sampler.store}: method {NAME} needs a t axis (axes are '{sampler.axes}')"
+            )
+        self.sampler, self.cfg, self.seed, self.k = sampler, cfg, seed, int(k)
+        self.ndim = 2
+        self.batch_size = cfg.batch_size
+        self.others = [a for a in sampler.sample_axes if a != "t"]  # c and z: samples
+        self.other_shape = tuple(sampler.shape[sampler.axes.index(a)] for a in self.others)
+        self.n_t = sampler.shape[sampler.axes.index("t")]
+
+    def window(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One normalised, augmented ``(2k + 1, *patch)`` window and its frame indices."""
+        s = self.sampler
+        k = self.k
+        t = int(rng.integers(self.n_t))
+        flat = int(rng.integers(int(np.prod(self.other_shape, dtype=np.int64))))
+        other = (
+            dict(zip(self.others, np.unravel_index(flat, self.other_shape), strict=True))
+            if self.others
+            else {}
+        )
+        spatial = [s.shape[s.axes.index(a)] for a in s.spatial_axes]
+        origin = [int(rng.integers(n - p + 1)) for n, p in zip(spatial, s.patch, strict=True)]
+        rot = int(rng.integers(4)) if s.square else 2 * int(rng.integers(2))
+        flip, reverse = bool(rng.integers(2)), bool(rng.integers(2))
+        idx = reflect_index(t - k, t + k + 1, self.n_t)
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        sel: list[Any] = []
+        for a in s.axes:
+            if a == "t":
+                sel.append(slice(lo, hi))
+            elif a in s.spatial_axes:
+                o = origin[s.spatial_axes.index(a)]
+                sel.append(slice(o, o + s.patch[s.spatial_axes.index(a)]))
+            else:
+                sel.append(int(other[a]))
+        block = np.asarray(s.array[tuple(sel)])[idx - lo]  # (2k+1, y, x)
+        c = int(other.get("c", 0))
+        w = (block.astype(np.float32) - np.float32(s.norm["mean"][c])) / np.float32(
+            s.norm["std"][c]
+        )
+        w = np.rot90(w, rot, axes=(-2, -1))
+        if flip:
+            w = w[..., ::-1]
+        if reverse:
+            w, idx = w[::-1], idx[::-1]
+        return np.ascontiguousarray(w), idx == t
+
+    def make(self, n: int, *key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` masked windows from the generator keyed by ``(seed, *key)``."""
+        rng = np.random.default_rng([self.seed % 2**63, *key])
+        wins, centre = zip(*(self.window(rng) for _ in range(n)), strict=True)
+        x = torch.from_numpy(np.stack(wins))
+        k = self.k
+        target = x[:, k : k + 1].clone()
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        mb = mask_batch(target, self.cfg.mask_fraction, self.cfg.neighbourhood, False, gen)
+        inp = x.clone()
+        copies = torch.from_numpy(np.stack(centre))  # (n, 2k+1) True where the frame is the centre
+        inp[copies] = mb.masked[:, 0].repeat_interleave(copies.sum(1), dim=0)
+        return inp, target, mb.mask
+
+    def train(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch of optimiser step ``step``."""
+        return self.make(self.batch_size, _TRAIN_STREAM, step)
+
+    def validation(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``validation_fraction`` of an epoch's windows (at most 256), drawn once."""
+        cfg = self.cfg
+        if cfg.validation_fraction <= 0:
+            return []
+        bs = self.batch_size
+        n = int(min(256, max(bs, round(cfg.validation_fraction * cfg.steps_per_epoch * bs))))
+        sizes = [min(bs, n - i) for i in range(0, n, bs)]
+        return [self.make(s, _VAL_STREAM, j) for j, s in enumerate(sizes)]
+
+    def describe(self) -> dict[str, Any]:
+        s = self.sampler
+        return {
+            "norm": s.norm,
+            "axes": s.axes,
+            "store": s.store,
+            "patch": [2 * self.k + 1, *s.patch],
+            "n_samples": s.n_samples,
+        }
+
+
+def train_spatiotemporal(
+    store: str | Path,
+    model_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    k: int = 2,
+    fingerprint: str = "",
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train the spatiotemporal blind-spot U-Net on ``store`` (a ``t`` axis is required).
+
+    Returns :func:`~denoise.training.loop.train_loop`'s summary with ``halo_t`` added.
+    """
+    if cfg.dims == "3d":
+        raise ValueError(
+            f"method {NAME} is 2D (frames × y × x, per z plane); set train.dims to auto or 2d"
+        )
+    settings = SpatiotemporalSettings(k=k)
+    sampler = PatchSampler(store, cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, "2d")
+    source = WindowPatchSource(sampler, cfg, seed, settings.k)
+    objective = SpatiotemporalObjective(settings.k)
+
+    def build() -> UNet:
+        return UNet(
+            ndim=2,
+            depth=cfg.depth,
+            features=cfg.features,
+            batch_norm=cfg.batch_norm,
+            in_channels=2 * settings.k + 1,
+            out_channels=1,
+        )
+
+    summary = train_loop(
+        model_dir, build, objective, source, cfg, seed,
+        fingerprint=fingerprint, progress=progress, stop_after_epochs=stop_after_epochs,
+        settings=settings.model_dump(),
+    )  # fmt: skip
+    return {**summary, "halo_t": settings.k}
+
+
+class WindowNetworkPredictor(NetworkPredictor):
+    """TiledPredictor with ``halo_t = k``: ``(N, 2k + 1, *tile)`` raw windows -> the centre
+    frame's ``(N, 1, *tile)`` denoised values (every frame normalised with the channel's
+    mean/std, as in training)."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], cfg: PredictConfig) -> None:
+        self.halo_t = int(meta["objective"]["halo_t"])
+        super().__init__(model, meta, cfg)
+        if self.channels_last:  # the parent checks the fused forward with one input channel
+            x = torch.randn(
+                (1, 2 * self.halo_t + 1, 2 * self.multiple, 2 * self.multiple),
+                generator=torch.Generator().manual_seed(0),
+            ).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                self.fused = bool(torch.equal(self.model(x), unet_forward(self.model, x)))
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, cfg: PredictConfig) -> WindowNetworkPredictor:
+        from denoise.models.store import load_model
+
+        model, meta = load_model(model_dir)
+        if meta.get("method") != NAME or "halo_t" not in meta.get("objective", {}):
+            raise ValueError(f"{model_dir}: not a {NAME} model (method {meta.get('method')!r})")
+        return cls(model, meta, cfg)
+
+    def as_input(self, x_norm: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(x_norm).to(self.device)
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
+
+    def __call__(self, tiles: np.ndarray, channel: int = 0) -> np.ndarray:
+        tiles = np.asarray(tiles, dtype=np.float32)
+        w = 2 * self.halo_t + 1
+        if tiles.ndim != 4 or tiles.shape[1] != w:
+            raise ValueError(f"{NAME} predictor needs (N, {w}, y, x) windows, got {tiles.shape}")
+        mean, std = self.norm(channel)
+        if self.is_constant(channel):
+            return np.repeat(
+                tiles[:, self.halo_t : self.halo_t + 1], len(self.output_names), axis=1
+            )
+        y = self._forward_batches(np.ascontiguousarray((tiles - mean) / std))
+        return (y * std + mean).astype(np.float32, copy=False)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self.autocast():
+            y = unet_forward(self.model, t, self.buffers()) if self.fused else self.model(t)
+        return y.float().cpu().contiguous().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "halo_t": self.halo_t}
+
+
+def spatiotemporal_predictor(request: PredictRequest) -> WindowNetworkPredictor:
+    """The predictor of a trained model; its ``k`` must equal the requested setting's."""
+    pred = WindowNetworkPredictor.from_model_dir(str(request.model_dir), request.predict)
+    want = int(getattr(request.settings, "k", pred.halo_t))
+    if want != pred.halo_t:
+        raise ValueError(
+            f"{request.model_dir}: the model was trained with k = {pred.halo_t} frames each side, "
+            f"methods.{NAME}.k is {want}; retrain or set k to {pred.halo_t}"
+        )
+    return pred
+
+
+def _train_request(request: TrainRequest) -> dict[str, Any]:
+    return train_spatiotemporal(
+        request.store, request.model_dir, request.train, request.seed,
+        k=int(request.settings.k), fingerprint=request.fingerprint,
+    )  # fmt: skip
+
+
+METHODS = (
+    MethodSpec(
+        name=NAME,
+        kind="trained",
+        summary=(
+            "time-lapses: 2D U-Net on 2k+1 frames (per channel and z plane) predicting the "
+            "centre frame; SUPPORT-style blind spots on the centre frame only, reflected ends"
+        ),
+        settings=SpatiotemporalSettings,
+        train=_train_request,
+        predictor=spatiotemporal_predictor,
+        needs=frozenset({"frames"}),
+    ),
+)
