@@ -1,0 +1,143 @@
+"""``spatiotemporal`` vs per-frame N2V vs ``window_bm3d_vst`` on the synthetic time-lapses.
+
+For every speed of :data:`denoise.synthetic.timelapse.SPEEDS` (one seed, 0 by default) the two
+networks are trained on the noisy series itself with the same fixed step budget and network
+(``--steps`` × batch 8 of 32² patches, depth-2 U-Net with ``--features`` features, lr 3e-3,
+5 % blind spots, one thread, training seed 0); ``spatiotemporal`` and ``window_bm3d_vst`` use
+``k = --k`` (2) frames each side, ``window_bm3d_vst`` the series' true noise parameters.  Every
+frame is predicted through :func:`denoise.predict.reference.predict_whole_series` (the runner's
+windows and reflected ends) and scored by PSNR against the truth over the whole series (range
+= max − min of the truth), plus the PSNR of the transients' onset frames (where a window mean
+blurs the one-frame rise).  Writes a TSV and prints the table::
+
+    .venv/bin/python benchmarks/spatiotemporal.py --steps 300 --out /tmp/spatiotemporal.tsv
+
+BM3D takes ~2 s per 128² frame on one core (64 frames for the four speeds); ``--no-bm3d`` skips
+it.  Training is bit-reproducible on the CPU (same thread count); the seconds are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from denoise.config import PredictConfig, TrainConfig
+from denoise.io import omezarr
+from denoise.methods.n2v import train_n2v
+from denoise.methods.registry import build_predictor
+from denoise.methods.spatiotemporal import train_spatiotemporal
+from denoise.predict.reference import predict_whole_series
+from denoise.synthetic.timelapse import SPEEDS, timelapse
+
+
+def psnr(x: np.ndarray, truth: np.ndarray) -> float:
+    truth = truth.astype(np.float64)
+    rng = float(truth.max() - truth.min())
+    return float(10 * np.log10(rng**2 / np.mean((x.astype(np.float64) - truth) ** 2)))
+
+
+def _store(path: Path, data: np.ndarray) -> Path:
+    arr = omezarr.create_image(path, data.shape, data.dtype, "tyx", (1, *data.shape[1:]))
+    arr[...] = data
+    return path
+
+
+def run_one(speed: float, seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Every method on one series."""
+    s = timelapse(speed, seed)
+    onsets = sorted({tr["onset"] for tr in s.transients})
+    store = _store(work / f"v{speed:g}.ome.zarr", s.noisy)
+    cfg = TrainConfig(
+        depth=2, features=args.features, patch_size=32, batch_size=8, epochs=1,
+        steps_per_epoch=args.steps, learning_rate=3e-3, mask_fraction=0.05, threads=1,
+        validation_fraction=0.0,
+    )  # fmt: skip
+    pcfg = PredictConfig(threads=1)
+    preds: dict[str, tuple[Any, float]] = {}
+    t0 = time.perf_counter()
+    train_spatiotemporal(store, work / f"st{speed:g}", cfg, seed=0, k=args.k, progress=False)
+    st = build_predictor(
+        "spatiotemporal", pcfg, 0, model_dir=work / f"st{speed:g}", settings={"k": args.k}
+    )
+    preds["spatiotemporal"] = (st, t0)
+    t0 = time.perf_counter()
+    train_n2v(store, work / f"n2v{speed:g}", cfg, seed=0, progress=False)
+    preds["n2v"] = (build_predictor("n2v", pcfg, 0, model_dir=work / f"n2v{speed:g}"), t0)
+    if args.bm3d:
+        wb = build_predictor(
+            "window_bm3d_vst", pcfg, 0, noise_model=s.noise_params(), settings={"k": args.k}
+        )
+        preds["window_bm3d_vst"] = (wb, time.perf_counter())
+    rows = [
+        {"speed": speed, "seed": seed, "method": "noisy", "psnr": psnr(s.noisy, s.truth),
+         "psnr_onsets": psnr(s.noisy[onsets], s.truth[onsets]), "seconds": 0.0},
+    ]  # fmt: skip
+    for name, (pred, start) in preds.items():
+        out = predict_whole_series(pred, s.noisy)[0]
+        rows.append({
+            "speed": speed, "seed": seed, "method": name, "psnr": psnr(out, s.truth),
+            "psnr_onsets": psnr(out[onsets], s.truth[onsets]),
+            "seconds": time.perf_counter() - start,
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", type=Path, default=Path("/tmp/spatiotemporal.tsv"))
+    p.add_argument("--steps", type=int, default=300, help="training steps of each network")
+    p.add_argument("--features", type=int, default=8, help="U-Net features (both networks)")
+    p.add_argument("--k", type=int, default=2, help="frames each side (spatiotemporal, window)")
+    p.add_argument("--speeds", type=float, nargs="*", default=list(SPEEDS))
+    p.add_argument("--seed", type=int, default=0, help="synthetic series seed")
+    p.add_argument("--no-bm3d", dest="bm3d", action="store_false", help="skip window_bm3d_vst")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="spatiotemporal_bench_"))
+    rows: list[dict[str, Any]] = []
+    try:
+        for speed in args.speeds:
+            rows += run_one(speed, args.seed, args, work)
+            for r in (x for x in rows if x["speed"] == speed):
+                print(
+                    f"speed {r['speed']:>4g}  {r['method']:<16} PSNR {r['psnr']:6.2f} dB  "
+                    f"onsets {r['psnr_onsets']:6.2f} dB  {r['seconds']:6.1f} s",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cols = ["speed", "seed", "method", "psnr", "psnr_onsets", "seconds"]
+    lines = ["\t".join(cols)]
+    for r in rows:
+        lines.append(
+            "\t".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+        )
+    args.out.write_text("\n".join(lines) + "\n")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    print(
+        f"\nPSNR vs truth (dB), {args.steps} steps, seed {args.seed}, k = {args.k}; wrote {args.out}"
+    )
+    print("| speed | " + " | ".join(methods) + " |")
+    print("|---" * (len(methods) + 1) + "|")
+    for speed in args.speeds:
+        cells = [
+            f"{r['psnr']:.2f} ({r['psnr_onsets']:.2f})"
+            for m in methods
+            for r in rows
+            if r["speed"] == speed and r["method"] == m
+        ]
+        print(f"| {speed:g} | " + " | ".join(cells) + " |")
+    print("(in parentheses: the transients' onset frames only)")
+
+
+if __name__ == "__main__":
+    main()
