@@ -49,7 +49,9 @@ def _errors(browser: Browser) -> list[str]:
     return [e["message"] for e in browser.console() if e.get("level") in ("SEVERE", "ERROR")]
 
 
-def expected_panels(specs: tuple[Spec, ...]) -> dict[str, int]:
+def expected_panels(
+    specs: tuple[Spec, ...], frames: dict[str, int] | None = None
+) -> dict[str, int]:
     """Images per comparison section, counted from the sheet (not from the report code).
 
     Per channel: every shown frame (first / middle / last of a time-lapse, else one) has the
@@ -59,7 +61,7 @@ def expected_panels(specs: tuple[Spec, ...]) -> dict[str, int]:
     """
     extras = {"pn2v": 1, "deconoising": 1}
     channels = {"two_channel.npy": 2}
-    frames = {"tl_*.png": 3}
+    frames = {"tl_*.png": 3} if frames is None else frames  # frames shown per time-lapse input
     groups: dict[str, list[Spec]] = {}
     for s in specs:
         groups.setdefault(s.uri, []).append(s)

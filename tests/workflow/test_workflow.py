@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from tests.conftest import REPO
+from tests.report.render import assert_report_renders, sheet_specs
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -132,7 +133,10 @@ def test_end_to_end_tiny(tmp_path):
         assert axes == raw_axes and arr.shape == raw.shape and arr.dtype == np.float32
         assert np.isfinite(arr[:]).all(), f"{name}: unwritten (NaN) regions"
         assert json.loads((res / name / "predict.json").read_text())["stage"] == "gather"
-    _report_renders_in_chromium(res / "report.html", tmp_path)
+    # The workflow's own report in headless Chromium (panels per input as the sheet calls for).
+    assert_report_renders(
+        res / "report.html", sheet_specs(REPO / ".test" / "config" / "datasets.tsv"), tmp_path / "chromium"
+    )
     metrics = json.loads((res / "fish_gauss" / "metrics.json").read_text())
     flat = json.dumps(metrics)
     assert "psnr" in flat
@@ -175,43 +179,3 @@ def test_end_to_end_tiny(tmp_path):
     out = proc.stdout + proc.stderr
     assert "predict" in out and "report" in out
     assert " train " not in out.replace("\n", " ")
-
-
-def _report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
-    """The workflow's own report in headless Chromium: panels per input as the sheet calls for."""
-    from tests.report.browser import Browser, check_images, find_binaries
-    from tests.report.test_browser import IN_CI, expected_panels, require_browser
-    from tests.report.tiny import Spec
-
-    chromium, driver = find_binaries()
-    if chromium is None or driver is None:
-        require_browser(chromium, driver, IN_CI)  # fails in CI, skips elsewhere
-    sheet = (REPO / ".test" / "config" / "datasets.tsv").read_text().splitlines()
-    cols = sheet[0].split("\t")
-    specs = []
-    for line in sheet[1:]:
-        r = dict(zip(cols, line.split("\t"), strict=False))
-        uri = Path(r["uri"]).name
-        specs.append(
-            Spec(
-                r["name"],
-                uri,
-                r["axes"],
-                r["method"],
-                r.get("ground_truth", ""),
-                r.get("ground_truth_axes", ""),
-            )
-        )
-    with Browser(chromium, driver, tmp_path / "chromium") as browser:
-        browser.open(report.resolve().as_uri())
-        images = check_images(browser)
-        broken = [i for i in images if not i["ok"]]
-        assert images and not broken, broken[:3]
-        per_section = {}
-        for i in images:
-            if i["section"]:
-                per_section[i["section"]] = per_section.get(i["section"], 0) + 1
-        assert per_section == expected_panels(tuple(specs))
-        errors = [e["message"] for e in browser.console() if e.get("level") in ("SEVERE", "ERROR")]
-        assert errors == []
-        assert browser.screenshot(tmp_path / "tiny_report.png").stat().st_size > 50_000
