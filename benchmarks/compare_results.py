@@ -16,7 +16,8 @@ import numpy as np
 import zarr
 
 a, b = Path(sys.argv[1]), Path(sys.argv[2])
-bad = 0; n = 0
+bad = 0
+n = 0
 for store in sorted(a.glob("*/*.ome.zarr")):
     other = b / store.relative_to(a)
     ga, gb = zarr.open_group(str(store), mode="r"), zarr.open_group(str(other), mode="r")
