@@ -92,6 +92,21 @@ class DatasetRow(_Strict):
     )
     calibration_axes: str = Field("", description="Axes of the calibration stack.")
     psf: str = Field("", description="DecoNoising: measured PSF file (TIFF/npy); empty: Gaussian.")
+    model: str = Field(
+        "",
+        description=(
+            "An existing model directory (model.json + model.pt of an earlier run's train stage) "
+            "applied without training; the row's method must be the model's method. "
+            "Empty: the row trains its own model."
+        ),
+    )
+    model_each_channel: bool = Field(
+        False,
+        description=(
+            "With 'model': consent to apply a single-channel model to each channel of a "
+            "multichannel input (with the model's one set of training statistics)."
+        ),
+    )
 
     @property
     def needs(self) -> frozenset[str]:

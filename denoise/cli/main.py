@@ -176,6 +176,8 @@ def _predict_fingerprint(a: argparse.Namespace, cfg: Any) -> str:
     parts.append(read_json(a.ingest)["fingerprint"] if a.ingest else str(a.store))
     if a.model_dir:
         parts.append(read_json(Path(a.model_dir) / "model.json").get("sha256", ""))
+        if getattr(a, "model_each_channel", False):
+            parts.append("model_each_channel")
     if a.noise_model:
         parts.append(read_json(a.noise_model).get("fingerprint", ""))
     parts.append(cfg.model_dump(exclude={"scatter", "threads", "device"}))
@@ -192,6 +194,44 @@ def _predict_setup(a: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
     return cfg, _outputs(a.output_dir, a.method), _predict_fingerprint(a, cfg)
 
 
+def _model_provenance(a: argparse.Namespace) -> dict[str, Any]:
+    """The model applied: its directory (absolute) and model.pt's sha256 (from model.json)."""
+    from denoise.provenance import read_json
+
+    meta = read_json(Path(a.model_dir) / "model.json")
+    return {"path": str(Path(a.model_dir).resolve()), "sha256": meta.get("sha256")}
+
+
+class _EachChannel:
+    """A single-channel TiledPredictor applied to every channel (``--model-each-channel``):
+    every channel is normalised with the model's one set of training statistics."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __call__(self, tiles: Any, channel: int = 0) -> Any:
+        return self.inner(tiles, 0)
+
+
+def _model_checks(a: argparse.Namespace, predictor: Any) -> Any:
+    """Job 0 warns in its log when the data's intensities lie far outside the model's training
+    statistics (:mod:`denoise.io.intensity`); consent wraps a single-channel model."""
+    from denoise.io.intensity import range_warnings
+    from denoise.provenance import read_json
+
+    meta = read_json(Path(a.model_dir) / "model.json")
+    each = bool(getattr(a, "model_each_channel", False))
+    if a.scatter_index == 0 and meta.get("norm"):
+        for line in range_warnings(a.store, meta["norm"], each_channel=each):
+            log.warning("model %s: %s", a.model_dir, line)
+    if each and len(meta.get("norm", {}).get("mean", [0])) == 1 and predictor.kind == "tiled":
+        return _EachChannel(predictor)
+    return predictor
+
+
 def cmd_init_output(a: argparse.Namespace) -> None:
     from denoise.predict.runner import init_output
     from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions
@@ -202,9 +242,9 @@ def cmd_init_output(a: argparse.Namespace) -> None:
         "method": a.method,
         "fingerprint": fp,
         "predict_config": cfg.model_dump(mode="json"),
-        "method_settings": _method_settings(a.method, a.method_params, "--method-params").model_dump(
-            mode="json"
-        ),
+        "method_settings": _method_settings(
+            a.method, a.method_params, "--method-params"
+        ).model_dump(mode="json"),
         "seed": a.seed,
         "versions": package_versions(),
     }
@@ -215,6 +255,7 @@ def cmd_init_output(a: argparse.Namespace) -> None:
         attrs["model"] = {
             k: meta.get(k) for k in ("sha256", "fingerprint", "method", "train_config")
         }
+        attrs["model"].update(_model_provenance(a))
     init_output(a.store, outputs, fp, attrs)
     atomic_write_json(
         a.sentinel,
@@ -242,6 +283,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
     predictor = build_predictor(
         a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise, settings=settings
     )
+    if a.model_dir:
+        predictor = _model_checks(a, predictor)
     summary = predict_units(
         a.store,
         outputs,
@@ -264,6 +307,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
             "fingerprint": fp,
             "scatter": [a.scatter_index, a.scatter_count],
             **keep,
+            **({"model": _model_provenance(a)} if a.model_dir else {}),
         },
     )
 
@@ -284,8 +328,60 @@ def cmd_gather(a: argparse.Namespace) -> None:
             "outputs": outputs,
             "stores": summary.get("outputs", {}),
             "n_units": summary.get("n_units"),
+            **({"model": _model_provenance(a)} if a.model_dir else {}),
         },
     )
+
+
+def cmd_apply(a: argparse.Namespace) -> None:
+    """``denoise apply``: an existing model on a new image, no sheet and no training: check,
+    ingest (an OME-Zarr 0.5 input is read in place), init-output, predict, gather."""
+    from denoise.config import ConfigError
+    from denoise.io.ingest import ingest
+    from denoise.io.omezarr import is_ome_zarr_v05
+    from denoise.io.readers import open_input
+    from denoise.io.sheet_checks import model_problems
+    from denoise.provenance import atomic_write_json, read_json
+
+    out = Path(a.output_dir)
+    image = open_input(a.input, a.axes or "")
+    problems = model_problems(
+        a.model, a.method, image.axes, image.data.shape, each_channel=a.model_each_channel
+    )
+    if problems:
+        raise ConfigError("\n".join(f"apply: --model: {p}" for p in problems))
+    method = read_json(Path(a.model) / "model.json")["method"]
+    out.mkdir(parents=True, exist_ok=True)
+    store = a.input if is_ome_zarr_v05(a.input) else str(out / "raw.ome.zarr")
+    ingest_cfg = _params(_ingest_config(), a.ingest_params, "apply --ingest-params")
+    atomic_write_json(
+        out / "ingest.json", ingest(a.input, store, axes=a.axes or "", cfg=ingest_cfg)
+    )
+    stage = argparse.Namespace(
+        store=store,
+        output_dir=str(out),
+        method=method,
+        model_dir=a.model,
+        model_each_channel=a.model_each_channel,
+        noise_model=None,
+        ingest=str(out / "ingest.json"),
+        params=a.params,
+        method_params=a.method_params,
+        seed=a.seed,
+        scatter_index=0,
+        scatter_count=1,
+        no_init=True,
+    )
+    cmd_init_output(argparse.Namespace(**vars(stage), sentinel=str(out / "init.json")))
+    cmd_predict(argparse.Namespace(**vars(stage), sentinel=str(out / "part.json")))
+    cmd_gather(argparse.Namespace(**vars(stage), sentinel=str(out / "predict.json")))
+    print(json.dumps({"outputs": _outputs(str(out), method), **_model_provenance(stage)}, indent=2))
+
+
+def _ingest_config() -> type:
+    from denoise.settings import IngestConfig
+
+    return IngestConfig
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -365,6 +461,11 @@ def _common_predict(p: argparse.ArgumentParser) -> None:
         "--model-dir", default=None, help="Trained model directory (methods with a train stage)."
     )
     p.add_argument(
+        "--model-each-channel",
+        action="store_true",
+        help="Apply a single-channel model to each channel of a multichannel input.",
+    )
+    p.add_argument(
         "--noise-model", default=None, help="Noise-model JSON (classical methods use it)."
     )
     p.add_argument(
@@ -415,7 +516,9 @@ def _add_noise(sub: Any) -> None:
     p.set_defaults(func=cmd_noise_model)
 
     p = sub.add_parser("fit-noise-model", help="Fit a PN2V noise model (PG, histogram, GMM).")
-    p.add_argument("--kind", required=True, help="poisson_gaussian, histogram, gmm or gmm_bootstrap.")
+    p.add_argument(
+        "--kind", required=True, help="poisson_gaussian, histogram, gmm or gmm_bootstrap."
+    )
     _store_args(p, "NoiseModelConfig")
     p.add_argument("--calibration", default="", help="Calibration stack (histogram, gmm).")
     p.add_argument("--calibration-axes", default="", help="Axes of the calibration stack.")
@@ -442,19 +545,72 @@ def _add_train(sub: Any) -> None:
 
 def _add_predict(sub: Any) -> None:
     for name, text, func in (
-        ("init-output", "Create the empty output store(s) before scattered prediction.", cmd_init_output),
+        (
+            "init-output",
+            "Create the empty output store(s) before scattered prediction.",
+            cmd_init_output,
+        ),
         ("predict", "Predict this job's share of units into the output store(s).", cmd_predict),
         ("gather", "Check every unit, build the pyramid, validate, mark complete.", cmd_gather),
     ):
         p = sub.add_parser(name, help=text)
         _common_predict(p)
         if name == "predict":
-            p.add_argument("--scatter-index", type=int, default=0, help="Which job this is (0-based).")
+            p.add_argument(
+                "--scatter-index", type=int, default=0, help="Which job this is (0-based)."
+            )
             p.add_argument(
                 "--no-init", action="store_true", help="Do not create the output (init-output did)."
             )
         p.add_argument("--sentinel", required=True, help="JSON written on success.")
         p.set_defaults(func=func)
+
+
+def _add_apply(sub: Any) -> None:
+    p = sub.add_parser(
+        "apply",
+        help="Apply an existing model to a new image in one command (no sheet, no training).",
+        description=(
+            "Denoise IMAGE with a trained model directory (MODEL_DIR/model.json + model.pt, e.g. "
+            "results/<dataset>/model of an earlier run): checks the model fits the image "
+            "(method, 2D/3D, channels), ingests the image into OUTPUT_DIR/raw.ome.zarr (an "
+            "OME-Zarr 0.5 input is read in place), predicts every unit and writes "
+            "OUTPUT_DIR/<output>.ome.zarr (denoised, and the method's other outputs) and "
+            "OUTPUT_DIR/predict.json (fingerprint, the model's path and sha256). Normalisation "
+            "uses the model's training statistics; the log warns when the image's intensities "
+            "lie far outside them."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="Trained model directory.")
+    p.add_argument(
+        "--input",
+        required=True,
+        metavar="IMAGE",
+        help="TIFF, PNG / PNG glob, .npy, zarr or OME-Zarr.",
+    )
+    p.add_argument(
+        "--axes", default="", help="Axes of the input, e.g. 'yx' (when the file has none)."
+    )
+    p.add_argument(
+        "--output-dir", required=True, help="Directory for the output OME-Zarr store(s)."
+    )
+    p.add_argument(
+        "--method",
+        default=None,
+        help="Expected method (checked against the model's; default: the model's).",
+    )
+    p.add_argument(
+        "--model-each-channel",
+        action="store_true",
+        help="Consent to apply a single-channel model to each channel of a multichannel image.",
+    )
+    p.add_argument("--params", default=None, help="PredictConfig (tiling, batch, device) as JSON.")
+    p.add_argument("--ingest-params", default=None, help="IngestConfig (chunks) as JSON.")
+    p.add_argument(
+        "--method-params", default=None, help="The method's own settings (methods.<name>) as JSON."
+    )
+    p.add_argument("--seed", type=int, default=42, help="Random seed.")
+    p.set_defaults(func=cmd_apply)
 
 
 def _add_evaluate_report(sub: Any) -> None:
@@ -466,7 +622,11 @@ def _add_evaluate_report(sub: Any) -> None:
     p.add_argument("--method", required=True, help="Method (decides the output names).")
     p.add_argument("--ground-truth", default="", help="Ground-truth image (optional).")
     p.add_argument("--gt-axes", default="", help="Axes of the ground truth.")
-    p.add_argument("--noise-model", default=None, help="Noise-model JSON (for the no-reference residual check).")
+    p.add_argument(
+        "--noise-model",
+        default=None,
+        help="Noise-model JSON (for the no-reference residual check).",
+    )
     p.add_argument("--json", required=True, help="Metrics JSON.")
     p.add_argument("--tsv", required=True, help="Metrics TSV.")
     p.set_defaults(func=cmd_evaluate)
@@ -511,7 +671,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"denoise {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     sub = ap.add_subparsers(dest="command", required=True)
-    for add in (_add_ingest, _add_noise, _add_train, _add_predict, _add_evaluate_report, _add_tools):
+    for add in (
+        _add_ingest,
+        _add_noise,
+        _add_train,
+        _add_predict,
+        _add_apply,
+        _add_evaluate_report,
+        _add_tools,
+    ):
         add(sub)
     return ap
 
@@ -524,6 +692,7 @@ _OUTPUT_ARGS = {
     "init-output": ("output_dir", "sentinel"),
     "predict": ("output_dir", "sentinel"),
     "gather": ("output_dir", "sentinel"),
+    "apply": ("output_dir",),
     "evaluate": ("json", "tsv"),
     "report": ("out",),
 }
@@ -581,7 +750,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_writable(args)
         args.func(args)
-    except (ConfigError, InputError, AxesError, OSError, ValueError, ImportError, RuntimeError) as exc:
+    except (
+        ConfigError,
+        InputError,
+        AxesError,
+        OSError,
+        ValueError,
+        ImportError,
+        RuntimeError,
+    ) as exc:
         if args.verbose:
             raise
         msg = _describe_os_error(exc, args) if isinstance(exc, OSError) else str(exc)

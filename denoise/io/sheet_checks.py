@@ -3,7 +3,9 @@
 Opening an input lazily reads only its metadata, so every row can be checked in seconds:
 the file exists and is readable, its axes match its dimensions, the ground truth too, and
 the input has what the row's method needs of it (``needs``: ``frames`` wants a ``t`` axis of at
-least 2 frames; the row's ``needs`` come from the method registry via ``DatasetRow.needs``).
+least 2 frames; the row's ``needs`` come from the method registry via ``DatasetRow.needs``),
+and a row's ``model`` (an existing model directory applied without training) fits the row:
+:func:`model_problems`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from denoise.io.readers import InputError, open_input
+from denoise.provenance import read_json
 from denoise.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -44,6 +47,15 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
                 problem = _frames_problem(row.method, image.axes, image.data.shape)
                 if problem:
                     problems.append(f"{where}: key 'uri': {problem}")
+            if key == "uri" and getattr(row, "model", ""):
+                for problem in model_problems(
+                    row.model,
+                    row.method,
+                    image.axes,
+                    image.data.shape,
+                    each_channel=row.model_each_channel,
+                ):
+                    problems.append(f"{where}: key 'model': {problem}")
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -60,3 +72,75 @@ def _frames_problem(method: str, axes: str, shape: tuple[int, ...]) -> str | Non
     if n < 2:
         return f"method '{method}' needs frames but the input's t axis has {n} frame"
     return None
+
+
+#: What a method's model directory must carry in ``model.json``'s ``objective`` to be applied
+#: alone: PN2V its noise model, DecoNoising its PSF (both are stored there by training).
+CARRIED = {"pn2v": ("noise_model", "its noise model"), "deconoising": ("psf", "its PSF")}
+
+
+def model_problems(
+    model_dir: str | Path,
+    method: str | None,
+    axes: str,
+    shape: tuple[int, ...],
+    each_channel: bool = False,
+) -> list[str]:
+    """Why the model directory ``model_dir`` cannot be applied to an input (empty: it can).
+
+    Reads ``model.json`` only (no weights): the directory holds ``model.json`` and
+    ``model.pt``; the model's method equals ``method`` (None: any); a 3D model needs an input
+    with a ``z`` axis (a 2D model runs plane by plane on any input); the model's channel count
+    (its per-channel training statistics) equals the input's, or is 1 with ``each_channel``
+    (explicit consent to apply it to every channel); PN2V / DecoNoising models carry their
+    noise model / PSF.
+    """
+    path = Path(model_dir)
+    if not path.is_dir():
+        return [
+            f"model directory {path} not found: give the model directory of an earlier run "
+            "(e.g. results/<dataset>/model, holding model.json and model.pt)"
+        ]
+    missing = [f for f in ("model.json", "model.pt") if not (path / f).is_file()]
+    if missing:
+        return [
+            f"{path} has no {' or '.join(missing)}: not a trained model directory (did its "
+            "train job finish? give the directory holding model.json and model.pt)"
+        ]
+    try:
+        meta = read_json(path / "model.json")
+    except (OSError, ValueError) as exc:
+        return [f"{path / 'model.json'} is unreadable ({exc})"]
+    problems = []
+    m_method = str(meta.get("method", ""))
+    if method is not None and m_method != method:
+        problems.append(
+            f"the model in {path} was trained with method '{m_method}', not '{method}': give "
+            f"method '{m_method}' (or name a {method} model)"
+        )
+    ndim = int(meta.get("ndim", 2))
+    if ndim == 3 and "z" not in axes:
+        problems.append(
+            f"the model in {path} is 3D (zyx) but the input's axes '{axes}' have no z: apply a "
+            "2D model, or give the z axis in the 'axes' column"
+        )
+    n_model = len((meta.get("norm") or {}).get("mean", [])) or 1
+    n_input = shape[axes.index("c")] if "c" in axes else 1
+    if n_model != n_input and not (n_model == 1 and each_channel):
+        hint = (
+            "set model_each_channel to true in the row to apply the single-channel model to "
+            "each channel (with its one set of training statistics)"
+            if n_model == 1
+            else "name a model trained on data with as many channels"
+        )
+        problems.append(
+            f"the model in {path} was trained on {n_model} channel(s) but the input has "
+            f"{n_input}: {hint}"
+        )
+    need = CARRIED.get(m_method)
+    if need and need[0] not in (meta.get("objective") or {}):
+        problems.append(
+            f"the {m_method} model in {path} does not carry {need[1]} (objective.{need[0]} in "
+            "model.json): retrain it with this version"
+        )
+    return problems

@@ -87,16 +87,29 @@ def ingest_of(wildcards):
     return out(rules.ingest, wildcards)
 
 
-def model_inputs(wildcards):
+def model_dir(wildcards):
+    """The row's model directory: the sheet's ``model`` (an existing model, no train job) or
+    this run's train output; None for methods without a train stage."""
+    r = row(wildcards)
+    if r.model:
+        return r.model
     if spec(wildcards).trained:
-        return {"model": out(rules.train, wildcards)}
-    return {}
+        return str(Path(out(rules.train, wildcards)).parent)
+    return None
+
+
+def model_inputs(wildcards):
+    d = model_dir(wildcards)
+    return {"model": f"{d}/model.json"} if d else {}
 
 
 def model_dir_arg(wildcards):
-    if spec(wildcards).trained:
-        return f"--model-dir {Path(out(rules.train, wildcards)).parent}"
-    return ""
+    d = model_dir(wildcards)
+    if not d:
+        return ""
+    # A sheet model: applied to each channel only with the row's explicit consent.
+    each = " --model-each-channel" if row(wildcards).model_each_channel else ""
+    return f"--model-dir '{d}'{each}"
 
 
 def method_params(wildcards):
@@ -147,7 +160,11 @@ def report_inputs(wildcards):
     files = expand(f"{RES}/{{dataset}}/predict.json", dataset=DATASETS)
     files += expand(f"{RES}/{{dataset}}/noise_model.json", dataset=DATASETS)
     files += expand(f"{RES}/{{dataset}}/metrics.json", dataset=DATASETS)
-    files += [f"{RES}/{d}/model/model.json" for d in DATASETS if get_method(ROWS[d].method).trained]
+    files += [
+        f"{RES}/{d}/model/model.json"
+        for d in DATASETS
+        if get_method(ROWS[d].method).trained and not ROWS[d].model
+    ]
     return files
 
 
