@@ -33,6 +33,12 @@ on the static series, by 5–8.5 dB at 2–5 px/frame, where the window mean blu
 per-frame N2V by 2.1–3.9 dB at 0–0.5 px/frame; at 2–5 px/frame it is level with N2V after 300
 steps and 0.2–0.8 dB ahead after 1500 (with this small network the moved neighbours add
 little).  N2V at 1500 steps is 0.3–0.4 dB below its 300-step figure here (not investigated).
+
+A first look at ``k`` (300 steps, seed 0, ``--no-bm3d``), spatiotemporal at speeds 0/0.5/2/5:
+k = 1: 36.50/36.28/34.54/34.90 dB; k = 2: 37.35/36.95/34.56/34.83; k = 3: 37.34/36.65/34.67/34.77
+(onset frames: k = 1 35.60/35.42/34.40/34.31, k = 2 36.71/36.58/34.51/34.15, k = 3
+35.90/35.70/34.43/34.16).  k = 2 stays the default; one seed and one short budget do not
+settle it (more seeds and longer training are needed).
 """
 
 from __future__ import annotations
