@@ -20,6 +20,13 @@ from tests.workflow.test_workflow import _sm, _workdir
 HEADER = "name\turi\taxes\tmethod\tmodel\n"
 FISH = ".test/data/fish_noisy.tif"
 TARGET = "results/fish/predict.json"
+#: The .test config's ingest chunks and predict tile, as in the first run (same units: same bits).
+TINY = [
+    "--ingest-params",
+    '{"chunk_yx": 32, "chunk_z": 8}',
+    "--params",
+    '{"tile": 64, "tile_z": 16}',
+]
 
 
 def _array(store: Path) -> np.ndarray:
@@ -61,14 +68,7 @@ def test_apply_is_bit_identical_and_warns_off_range(first_run, tmp_path, capsys,
     model = first_run / "results" / "fish" / "model"
     out = tmp_path / "out"
     args = ["apply", "--model", str(model), "--input", str(first_run / FISH), "--axes", "yx"]
-    # the .test config's ingest chunks and predict tile, as in the first run
-    tiny = [
-        "--ingest-params",
-        '{"chunk_yx": 32, "chunk_z": 8}',
-        "--params",
-        '{"tile": 64, "tile_z": 16}',
-    ]
-    assert cli([*args, "--output-dir", str(out), *tiny]) == 0
+    assert cli([*args, "--output-dir", str(out), *TINY]) == 0
     ref = _array(first_run / "results" / "fish" / "denoised.ome.zarr")
     assert np.array_equal(ref, _array(out / "denoised.ome.zarr"))
     assert "training std" not in caplog.text
@@ -105,3 +105,40 @@ def test_bad_model_stops_before_any_job(first_run, tmp_path):
     assert "row 3 (other_method): key 'model'" in out and "method 'n2v', not 'n2v2'" in out
     assert "row 4 (fine)" not in out
     assert not (wd / "results").exists()
+
+
+def test_single_channel_model_on_channels_needs_consent(first_run, tmp_path, capsys):
+    import tifffile
+
+    model = first_run / "results" / "fish" / "model"
+    fish = tifffile.imread(first_run / FISH)
+    two = tmp_path / "two.tif"
+    tifffile.imwrite(two, np.stack([fish, fish[::-1].copy()]))
+    args = ["apply", "--model", str(model), "--input", str(two), "--axes", "cyx", *TINY]
+    assert cli([*args, "--output-dir", str(tmp_path / "refused")]) == 2
+    assert "set model_each_channel to true" in capsys.readouterr().err
+    assert cli([*args, "--output-dir", str(tmp_path / "each"), "--model-each-channel"]) == 0
+    both = _array(tmp_path / "each" / "denoised.ome.zarr")
+    ref = _array(first_run / "results" / "fish" / "denoised.ome.zarr")
+    # channel 0 is the fish image itself: the same as applying the model to it alone
+    assert both.shape == (2, *ref.shape) and np.array_equal(both[0], ref)
+
+
+def test_model_problems_channels_and_carried(first_run, tmp_path):
+    from denoise.io.sheet_checks import model_problems
+
+    model = first_run / "results" / "fish" / "model"
+    assert model_problems(model, "n2v", "yx", (96, 96)) == []
+    assert model_problems(model, None, "zyx", (4, 96, 96)) == []  # a 2D model: plane by plane
+    assert model_problems(model, "n2v", "cyx", (2, 96, 96), each_channel=True) == []
+    pn2v = tmp_path / "pn2v"
+    shutil.copytree(model, pn2v)
+    meta = json.loads((pn2v / "model.json").read_text())
+    (pn2v / "model.json").write_text(
+        json.dumps({**meta, "method": "pn2v", "norm": {"mean": [0, 0], "std": [1, 1]}})
+    )
+    problems = model_problems(pn2v, "pn2v", "yx", (96, 96))
+    assert any("trained on 2 channel(s) but the input has 1" in p for p in problems)
+    assert any("does not carry its noise model" in p for p in problems)
+    (pn2v / "model.pt").unlink()
+    assert "has no model.pt" in model_problems(pn2v, "pn2v", "yx", (96, 96))[0]
