@@ -96,7 +96,8 @@ class DatasetRow(_Strict):
         "",
         description=(
             "An existing model directory (model.json + model.pt of an earlier run's train stage) "
-            "applied without training; the row's method must be the model's method. "
+            "or a BMZ package of ours (.zip from export-bmz) applied without training; the "
+            "row's method must be the model's method. "
             "Empty: the row trains its own model."
         ),
     )

@@ -199,7 +199,10 @@ def _model_provenance(a: argparse.Namespace) -> dict[str, Any]:
     from denoise.provenance import read_json
 
     meta = read_json(Path(a.model_dir) / "model.json")
-    return {"path": str(Path(a.model_dir).resolve()), "sha256": meta.get("sha256")}
+    out = {"path": str(Path(a.model_dir).resolve()), "sha256": meta.get("sha256")}
+    if meta.get("bmz_package"):  # imported from one of our BMZ packages
+        out["bmz_package"] = meta["bmz_package"]
+    return out
 
 
 class _EachChannel:
@@ -337,6 +340,7 @@ def cmd_apply(a: argparse.Namespace) -> None:
     """``denoise apply``: an existing model on a new image, no sheet and no training: check,
     ingest (an OME-Zarr 0.5 input is read in place), init-output, predict, gather."""
     from denoise.config import ConfigError
+    from denoise.io.bmz_package import is_bmz_package
     from denoise.io.ingest import ingest
     from denoise.io.omezarr import is_ome_zarr_v05
     from denoise.io.readers import open_input
@@ -350,8 +354,14 @@ def cmd_apply(a: argparse.Namespace) -> None:
     )
     if problems:
         raise ConfigError("\n".join(f"apply: --model: {p}" for p in problems))
-    method = read_json(Path(a.model) / "model.json")["method"]
     out.mkdir(parents=True, exist_ok=True)
+    model_dir = a.model
+    if is_bmz_package(a.model):
+        from denoise.export.bmz_import import import_bmz
+
+        model_dir = str(out / "model")
+        import_bmz(a.model, model_dir)
+    method = read_json(Path(model_dir) / "model.json")["method"]
     store = a.input if is_ome_zarr_v05(a.input) else str(out / "raw.ome.zarr")
     ingest_cfg = _params(_ingest_config(), a.ingest_params, "apply --ingest-params")
     atomic_write_json(
@@ -361,7 +371,7 @@ def cmd_apply(a: argparse.Namespace) -> None:
         store=store,
         output_dir=str(out),
         method=method,
-        model_dir=a.model,
+        model_dir=model_dir,
         model_each_channel=a.model_each_channel,
         noise_model=None,
         ingest=str(out / "ingest.json"),
@@ -376,6 +386,13 @@ def cmd_apply(a: argparse.Namespace) -> None:
     cmd_predict(argparse.Namespace(**vars(stage), sentinel=str(out / "part.json")))
     cmd_gather(argparse.Namespace(**vars(stage), sentinel=str(out / "predict.json")))
     print(json.dumps({"outputs": _outputs(str(out), method), **_model_provenance(stage)}, indent=2))
+
+
+def cmd_import_bmz(a: argparse.Namespace) -> None:
+    from denoise.export.bmz_import import import_bmz
+
+    info = import_bmz(a.package, a.model_dir)
+    print(json.dumps({"model_dir": a.model_dir, "sha256": info["sha256"]}, indent=2))
 
 
 def _ingest_config() -> type:
@@ -581,7 +598,12 @@ def _add_apply(sub: Any) -> None:
             "lie far outside them."
         ),
     )
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="Trained model directory.")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL_DIR",
+        help="Trained model directory, or a BMZ package (.zip) written by export-bmz.",
+    )
     p.add_argument(
         "--input",
         required=True,
@@ -664,6 +686,14 @@ def _add_tools(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_export_bmz)
 
+    p = sub.add_parser(
+        "import-bmz",
+        help="A BMZ package of ours (from export-bmz) back into a model directory (model.pt + model.json).",
+    )
+    p.add_argument("package", metavar="PACKAGE", help="BMZ package (.zip) written by export-bmz.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="Model directory to write.")
+    p.set_defaults(func=cmd_import_bmz)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``denoise`` argument parser."""
@@ -693,6 +723,7 @@ _OUTPUT_ARGS = {
     "predict": ("output_dir", "sentinel"),
     "gather": ("output_dir", "sentinel"),
     "apply": ("output_dir",),
+    "import-bmz": ("model_dir",),
     "evaluate": ("json", "tsv"),
     "report": ("out",),
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from denoise.io.bmz_package import is_bmz_package, package_meta
 from denoise.io.readers import InputError, open_input
 from denoise.provenance import read_json
 from denoise.settings import ConfigError
@@ -86,7 +87,8 @@ def model_problems(
     shape: tuple[int, ...],
     each_channel: bool = False,
 ) -> list[str]:
-    """Why the model directory ``model_dir`` cannot be applied to an input (empty: it can).
+    """Why the model directory ``model_dir`` (or one of our BMZ packages, a ``.zip`` written by
+    ``denoise export-bmz``) cannot be applied to an input (empty: it can).
 
     Reads ``model.json`` only (no weights): the directory holds ``model.json`` and
     ``model.pt``; the model's method equals ``method`` (None: any); a 3D model needs an input
@@ -96,6 +98,11 @@ def model_problems(
     noise model / PSF.
     """
     path = Path(model_dir)
+    if is_bmz_package(path):
+        try:
+            return _meta_problems(path, package_meta(path), method, axes, shape, each_channel)
+        except (KeyError, TypeError, ValueError) as exc:
+            return [str(exc)]
     if not path.is_dir():
         return [
             f"model directory {path} not found: give the model directory of an earlier run "
@@ -111,6 +118,18 @@ def model_problems(
         meta = read_json(path / "model.json")
     except (OSError, ValueError) as exc:
         return [f"{path / 'model.json'} is unreadable ({exc})"]
+    return _meta_problems(path, meta, method, axes, shape, each_channel)
+
+
+def _meta_problems(
+    path: Path,
+    meta: dict,
+    method: str | None,
+    axes: str,
+    shape: tuple[int, ...],
+    each_channel: bool,
+) -> list[str]:
+    """:func:`model_problems` once the model's metadata (model.json or a package's) is read."""
     problems = []
     m_method = str(meta.get("method", ""))
     if method is not None and m_method != method:

@@ -142,3 +142,26 @@ def test_model_problems_channels_and_carried(first_run, tmp_path):
     assert any("does not carry its noise model" in p for p in problems)
     (pn2v / "model.pt").unlink()
     assert "has no model.pt" in model_problems(pn2v, "pn2v", "yx", (96, 96))[0]
+
+
+def test_bmz_package_as_model(first_run, tmp_path):
+    pytest.importorskip("bioimageio.core")
+    model = first_run / "results" / "fish" / "model"
+    pkg = tmp_path / "fish_n2v.zip"
+    assert cli(["export-bmz", str(model), str(pkg)]) == 0
+    out = tmp_path / "out"
+    args = ["apply", "--model", str(pkg), "--input", str(first_run / FISH), "--axes", "yx"]
+    assert cli([*args, "--output-dir", str(out), *TINY]) == 0
+    ref = _array(first_run / "results" / "fish" / "denoised.ome.zarr")
+    got = _array(out / "denoised.ome.zarr")
+    assert np.abs(got - ref).max() <= 1e-5 * np.ptp(ref)
+    assert np.array_equal(got, ref)  # measured: the package's weights are the model's, bit for bit
+    info = json.loads((out / "predict.json").read_text())
+    assert info["model"]["bmz_package"]["path"] == str(pkg.resolve())
+    # the sheet's model column: an import_bmz job instead of a train job
+    wd = _workdir(tmp_path / "wd", sheet=HEADER + f"fish\t{FISH}\tyx\tn2v\t{pkg}\n")
+    planned = _sm(wd, "-n", TARGET).stdout
+    assert "rule import_bmz" in planned and "rule train" not in planned
+    bad = _workdir(tmp_path / "bad", sheet=HEADER + f"fish\t{FISH}\tyx\tn2v2\t{pkg}\n")
+    proc = _sm(bad, "-n", check=False)
+    assert proc.returncode != 0 and "row 1 (fish): key 'model'" in proc.stdout + proc.stderr

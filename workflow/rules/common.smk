@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.config import load_workflow_config, read_dataset_sheet, to_json
+from denoise.io.bmz_package import is_bmz_package
 from denoise.io.omezarr import is_ome_zarr_v05
 from denoise.io.sheet_checks import check_sheet_inputs
 from denoise.methods.registry import get_method
@@ -91,6 +92,8 @@ def model_dir(wildcards):
     """The row's model directory: the sheet's ``model`` (an existing model, no train job) or
     this run's train output; None for methods without a train stage."""
     r = row(wildcards)
+    if r.model and is_bmz_package(r.model):
+        return str(Path(out(rules.import_bmz, wildcards)).parent)
     if r.model:
         return r.model
     if spec(wildcards).trained:

@@ -66,3 +66,24 @@ rule bootstrap_n2v:
         "denoise train --store '{params.store}' --ingest {input} --model-dir {params.model_dir}"
         " --method n2v --params '{params.cfg}' --method-params '{params.method_cfg}'"
         " --seed {params.seed} 2> {log}"
+
+
+# A sheet `model` that is one of our BMZ packages (denoise export-bmz): its network back into a
+# model directory (model.pt + model.json), which predict then uses like a trained one.
+rule import_bmz:
+    input:
+        lambda w: row(w).model,
+    output:
+        f"{RES}/{{dataset}}/bmz_model/model.json",
+    params:
+        model_dir=parent_of_output(1),
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/{{dataset}}/import_bmz.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        slurm_partition=partition(),
+    shell:
+        "denoise import-bmz '{input}' {params.model_dir} > {log} 2>&1"
