@@ -228,7 +228,11 @@ def _model_checks(a: argparse.Namespace, predictor: Any) -> Any:
     meta = read_json(Path(a.model_dir) / "model.json")
     each = bool(getattr(a, "model_each_channel", False))
     if a.scatter_index == 0 and meta.get("norm"):
-        for line in range_warnings(a.store, meta["norm"], each_channel=each):
+        try:
+            lines = range_warnings(a.store, meta["norm"], each_channel=each)
+        except (OSError, ValueError, KeyError, IndexError) as exc:  # a check, never a failure
+            lines = [f"the input's intensity range could not be compared ({exc})"]
+        for line in lines:
             log.warning("model %s: %s", a.model_dir, line)
     if each and len(meta.get("norm", {}).get("mean", [0])) == 1 and predictor.kind == "tiled":
         return _EachChannel(predictor)
