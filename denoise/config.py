@@ -101,6 +101,14 @@ class DatasetRow(_Strict):
             "Empty: the row trains its own model."
         ),
     )
+    group: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description=(
+            "Rows with the same group share one model (N2V family: n2v, n2v2), trained once on "
+            "patches from all of their stores, then predicted row by row. Empty: no group."
+        ),
+    )
     model_each_channel: bool = Field(
         False,
         description=(
@@ -205,11 +213,52 @@ def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         problems.append(f"{path}: duplicate dataset names {dups}")
+    problems += group_sheet_problems(rows, path)
     if not rows and not problems:
         problems.append(f"{path}: the sheet has no dataset rows")
     if problems:
         raise ConfigError("\n".join(problems))
     return rows
+
+
+#: Methods whose rows may share a ``group`` model (per-group PN2V noise models and DecoNoising
+#: PSFs are later work).
+GROUP_METHODS = ("n2v", "n2v2")
+
+
+def group_sheet_problems(rows: list[DatasetRow], path: str | Path) -> list[str]:
+    """What the sheet alone says is wrong with its ``group`` column (the inputs' channel
+    counts and 2D/3D kind are checked by :func:`denoise.io.sheet_checks.check_sheet_inputs`)."""
+    problems: list[str] = []
+    groups: dict[str, list[tuple[int, DatasetRow]]] = {}
+    for i, r in enumerate(rows, start=1):
+        if not r.group:
+            continue
+        groups.setdefault(r.group, []).append((i, r))
+        where = f"{path} row {i} ({r.name}): key 'group'"
+        if r.model:
+            problems.append(
+                f"{where}: a row may not have both 'group' ({r.group!r}) and 'model' "
+                "(a group trains its own model; give the model to every row instead)"
+            )
+        if r.method not in GROUP_METHODS and get_method(r.method).trained:
+            problems.append(
+                f"{where}: method '{r.method}': group training supports n2v/n2v2 for now"
+            )
+        elif r.method not in GROUP_METHODS:
+            problems.append(
+                f"{where}: method '{r.method}' trains nothing, so it has no model to share: "
+                "group training supports n2v/n2v2 for now"
+            )
+    for name, members in groups.items():
+        methods = sorted({r.method for _, r in members})
+        if len(methods) > 1:
+            listed = ", ".join(f"row {i} ({r.name}): {r.method}" for i, r in members)
+            problems.append(
+                f"{path}: key 'group': rows of group '{name}' must share one method, "
+                f"found {methods}: {listed}"
+            )
+    return problems
 
 
 def json_schema() -> dict[str, Any]:

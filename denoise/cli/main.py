@@ -82,6 +82,25 @@ def _method_settings(method: str, raw: str | None, where: str) -> Any:
     return _params(get_method(method).settings, raw, where)
 
 
+def _group_stores_fingerprints(a: argparse.Namespace) -> list[Any]:
+    """A sheet group's further stores (``--group-store``, N2V family only): their ingest
+    fingerprints (``--group-ingest``, same order), so the train fingerprint covers them all."""
+    from denoise.config import GROUP_METHODS
+    from denoise.provenance import read_json
+
+    if not a.group_store:
+        return []
+    if a.method not in GROUP_METHODS:
+        raise ValueError(
+            f"--group-store: method '{a.method}': group training supports n2v/n2v2 for now"
+        )
+    ingests = a.group_ingest or []
+    if ingests and len(ingests) != len(a.group_store):
+        raise ValueError("--group-ingest: give one per --group-store, in the same order")
+    fps = [read_json(i)["fingerprint"] for i in ingests] or list(a.group_store)
+    return ["group", *fps]
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from denoise.methods.registry import TrainRequest, get_method
     from denoise.provenance import STAGE_VERSIONS, fingerprint, read_json
@@ -93,7 +112,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     cfg = _params(TrainConfig, a.params, "train --params")
     settings = _method_settings(a.method, a.method_params, "train --method-params")
     ingest_fp = read_json(a.ingest)["fingerprint"] if a.ingest else ""
-    extra: list[Any] = []
+    extra: list[Any] = _group_stores_fingerprints(a)
     if a.noise_model:
         extra.append(read_json(a.noise_model).get("fingerprint", a.noise_model))
     if a.psf:
@@ -119,6 +138,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         fingerprint=fp,
         noise_model=a.noise_model or None,
         psf=a.psf or None,
+        stores=(a.store, *a.group_store) if a.group_store else (),
     )
     summary = spec.train(request)
     # The trainers write MODEL_DIR/model.json (the rule's sentinel) atomically at the end.
@@ -561,6 +581,18 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--noise-model", default=None, help="PN2V: noise-model JSON (fit-noise-model).")
     p.add_argument("--psf", default=None, help="DecoNoising: measured PSF file (else Gaussian).")
+    p.add_argument(
+        "--group-store",
+        action="append",
+        default=[],
+        help="A sheet group's further store (repeat; n2v/n2v2): one model on all stores.",
+    )
+    p.add_argument(
+        "--group-ingest",
+        action="append",
+        default=[],
+        help="The ingest sentinel of each --group-store (same order; in the fingerprint).",
+    )
     p.set_defaults(func=cmd_train)
 
 

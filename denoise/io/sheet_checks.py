@@ -31,6 +31,7 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
         One line per problem: ``<sheet> row <i> (<name>): key '<key>': <problem>``.
     """
     problems = []
+    grouped: list[tuple[int, DatasetRow, str, tuple[int, ...]]] = []
     for i, row in enumerate(rows, start=1):
         where = f"{sheet} row {i} ({row.name})"
         for key, uri, axes in (
@@ -44,6 +45,8 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
             except (InputError, ValueError, OSError) as exc:
                 problems.append(f"{where}: key '{key}': {exc}")
                 continue
+            if key == "uri" and getattr(row, "group", ""):
+                grouped.append((i, row, image.axes, tuple(image.data.shape)))
             if key == "uri" and "frames" in getattr(row, "needs", ()):
                 problem = _frames_problem(row.method, image.axes, image.data.shape)
                 if problem:
@@ -57,8 +60,38 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
                     each_channel=row.model_each_channel,
                 ):
                     problems.append(f"{where}: key 'model': {problem}")
+    problems += group_input_problems(grouped, sheet)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _input_kind(axes: str, shape: tuple[int, ...]) -> tuple[int, str]:
+    """(channel count, "2D" or "3D") of an input as a model trained on it sees it."""
+    n_c = shape[axes.index("c")] if "c" in axes else 1
+    has_z = "z" in axes and shape[axes.index("z")] > 1
+    return n_c, "3D" if has_z else "2D"
+
+
+def group_input_problems(
+    grouped: list[tuple[int, DatasetRow, str, tuple[int, ...]]], sheet: str | Path
+) -> list[str]:
+    """Rows of one ``group`` share one model: they must agree on channel count and 2D/3D.
+
+    ``grouped``: (row number, row, input axes, input shape) of every row with a group.
+    """
+    by_group: dict[str, list[tuple[int, str, tuple[int, str]]]] = {}
+    for i, row, axes, shape in grouped:
+        by_group.setdefault(row.group, []).append((i, row.name, _input_kind(axes, shape)))
+    problems = []
+    for name, members in by_group.items():
+        for what, pos in (("channel count", 0), ("axes kind (2D vs 3D)", 1)):
+            if len({kind[pos] for _, _, kind in members}) > 1:
+                listed = ", ".join(f"row {i} ({n}): {kind[pos]}" for i, n, kind in members)
+                problems.append(
+                    f"{sheet}: key 'group': rows of group '{name}' share one model and must "
+                    f"agree on {what}: {listed}"
+                )
+    return problems
 
 
 def _frames_problem(method: str, axes: str, shape: tuple[int, ...]) -> str | None:

@@ -43,7 +43,7 @@ import torch
 
 from denoise.methods.masking import mask_batch
 from denoise.methods.objectives import N2VObjective, Objective
-from denoise.methods.patches import PatchSampler
+from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.unet import UNet
 from denoise.settings import TrainConfig
@@ -53,14 +53,17 @@ _TRAIN_STREAM, _VAL_STREAM = 1, 2
 
 
 class MaskedPatchSource:
-    """The N2V family's batches: masked patches of one store, pure functions of the step.
+    """The N2V family's batches: masked patches of one store (or of a sheet group's stores,
+    :class:`~denoise.methods.patches.MultiStoreSampler`), pure functions of the step.
 
     ``(input, target, mask)`` = (patch with blind spots replaced, the original noisy patch,
     where the blind spots are).  Patches, augmentation and masks are drawn from generators
     seeded by ``(seed, stream, index)``, so batch ``i`` does not depend on what came before.
     """
 
-    def __init__(self, sampler: PatchSampler, cfg: TrainConfig, seed: int, n2v2: bool) -> None:
+    def __init__(
+        self, sampler: PatchSampler | MultiStoreSampler, cfg: TrainConfig, seed: int, n2v2: bool
+    ) -> None:
         self.sampler, self.cfg, self.seed, self.n2v2 = sampler, cfg, seed, n2v2
         self.ndim = sampler.ndim
         self.batch_size = cfg.batch_size_3d if sampler.ndim == 3 else cfg.batch_size
@@ -100,7 +103,7 @@ class MaskedPatchSource:
 
 
 def train_n2v(
-    store: str | Path,
+    store: str | Path | list[str | Path],
     model_dir: str | Path,
     cfg: TrainConfig,
     seed: int,
@@ -116,7 +119,9 @@ def train_n2v(
     Parameters
     ----------
     store
-        OME-Zarr image to denoise (T, C and, for 2D models, Z are independent samples).
+        OME-Zarr image to denoise (T, C and, for 2D models, Z are independent samples), or a
+        list of stores (a sheet ``group``): patches from all of them
+        (:class:`~denoise.methods.patches.MultiStoreSampler`, pooled normalisation).
     model_dir, cfg, seed, fingerprint, progress, stop_after_epochs
         As :func:`denoise.training.loop.train_loop`.
     n2v2
@@ -135,7 +140,14 @@ def train_n2v(
     """
     if objective is None:
         objective = N2VObjective("n2v2" if n2v2 else "n2v")
-    sampler = PatchSampler(store, cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, cfg.dims)
+    sampler: PatchSampler | MultiStoreSampler
+    if isinstance(store, list | tuple) and len(store) > 1:
+        sampler = MultiStoreSampler(
+            list(store), cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, cfg.dims
+        )
+    else:
+        one = store[0] if isinstance(store, list | tuple) else store
+        sampler = PatchSampler(one, cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, cfg.dims)
 
     def build() -> UNet:
         return UNet(
@@ -163,7 +175,7 @@ def train_n2v(
 
 def _train_request(request: TrainRequest, n2v2: bool) -> dict[str, Any]:
     return train_n2v(
-        request.store,
+        list(request.stores) if request.stores else request.store,
         request.model_dir,
         request.train,
         request.seed,

@@ -203,3 +203,81 @@ class PatchSampler:
                 p = p[..., ::-1]
             out[i, 0] = p
         return out
+
+
+def pooled_norm(norms: list[dict[str, list[float]]], counts: list[int]) -> dict[str, list]:
+    """Per-channel mean/std of several stores pooled (``counts``: pixels per channel of each):
+    the mean and std of all their pixels together, from each store's own mean and std."""
+    total = float(sum(counts))
+    mean, std = [], []
+    for c in range(len(norms[0]["mean"])):
+        m = sum(n * s["mean"][c] for n, s in zip(counts, norms, strict=True)) / total
+        second = sum(
+            n * (s["std"][c] ** 2 + s["mean"][c] ** 2) for n, s in zip(counts, norms, strict=True)
+        ) / total
+        mean.append(float(m))
+        std.append(float(np.sqrt(max(second - m * m, 0.0))) or 1.0)
+    return {"mean": mean, "std": std}
+
+
+class MultiStoreSampler:
+    """Patches from several OME-Zarr stores (the rows of a sheet ``group``), one model's data.
+
+    Each patch first picks its store with probability proportional to the store's size (pixels
+    of level 0), then draws from that store's :class:`PatchSampler`; both draws come from the
+    generator handed to :meth:`sample`, so a batch stays a pure function of its seed.  Only the
+    stores' metadata is held open: memory is bounded by the batch, not by the number of stores.
+    Every patch is normalised with the statistics of all stores pooled (:func:`pooled_norm`).
+    The patch shape is the smallest any store allows, so every store can serve every draw.
+
+    Raises
+    ------
+    ValueError
+        Stores of different dimensionality (2D vs 3D model) or channel count.
+    """
+
+    def __init__(
+        self,
+        stores: list[str | Path],
+        patch_size: int,
+        patch_size_z: int,
+        multiple: int,
+        dims: Literal["auto", "2d", "3d"] = "auto",
+    ) -> None:
+        samplers = [PatchSampler(s, patch_size, patch_size_z, multiple, dims) for s in stores]
+        ndims = {s.ndim for s in samplers}
+        n_cs = {len(s.norm["mean"]) for s in samplers}
+        if len(ndims) > 1 or len(n_cs) > 1:
+            raise ValueError(
+                "a group's stores must share dimensionality and channel count: "
+                + ", ".join(f"{s.store}: {s.ndim}D, {len(s.norm['mean'])} ch" for s in samplers)
+            )
+        patch = tuple(min(s.patch[k] for s in samplers) for k in range(len(samplers[0].patch)))
+        if any(s.patch != patch for s in samplers):
+            yx, z = min(patch[-2:]), patch[0] if len(patch) == 3 else patch_size_z
+            samplers = [PatchSampler(s, yx, z, multiple, dims) for s in stores]
+        sizes = [int(np.prod(s.shape, dtype=np.int64)) for s in samplers]
+        n_c = len(samplers[0].norm["mean"])
+        self.norm = pooled_norm([s.norm for s in samplers], [n // n_c for n in sizes])
+        for s in samplers:
+            s.norm = self.norm
+        self.samplers = samplers
+        self.weights = np.asarray(sizes, dtype=np.float64) / float(sum(sizes))
+        first = samplers[0]
+        self.ndim, self.patch, self.axes = first.ndim, first.patch, first.axes
+        self.stores = [s.store for s in samplers]
+        self.store = "; ".join(self.stores)
+
+    @property
+    def n_samples(self) -> int:
+        """Independent samples of all stores together."""
+        return sum(s.n_samples for s in self.samplers)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` normalised, augmented patches as ``(n, 1, *patch)`` float32 (stores drawn in
+        proportion to their size)."""
+        which = rng.choice(len(self.samplers), size=n, p=self.weights)
+        out = np.empty((n, 1, *self.patch), dtype=np.float32)
+        for i, j in enumerate(which):
+            out[i] = self.samplers[int(j)].sample(rng, 1)[0]
+        return out

@@ -61,6 +61,8 @@ class TrainRequest:
     fingerprint: str
     noise_model: str | None = None
     psf: str | None = None
+    #: A sheet ``group``: every store of the group (``store`` is the first); empty otherwise.
+    stores: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,18 @@ if not workflow.remote_exec and not workflow.subprocess_exec:
 RES = CFG.results
 SEED = CFG.seed
 DATASETS = list(ROWS)
+# Sheet groups: rows sharing one model (train_group), in sheet order.
+GROUPS = {}
+for _name, _row in ROWS.items():
+    if _row.group:
+        GROUPS.setdefault(_row.group, []).append(_name)
 # Conda env for --software-deployment-method conda (path relative to the rule files).
 CONDA_ENV = "../../envs/denoise.yaml"
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    group="|".join(GROUPS) or "(?!)",
 
 
 scattergather:
@@ -58,10 +64,14 @@ def row(wildcards):
 
 def raw_store(wildcards):
     """The dataset's OME-Zarr: the input itself when it is OME-Zarr 0.5 and reuse is on."""
-    r = row(wildcards)
+    return raw_store_of(wildcards.dataset)
+
+
+def raw_store_of(name):
+    r = ROWS[name]
     if CFG.ingest.reuse_ome_zarr and is_ome_zarr_v05(r.uri):
         return r.uri
-    return f"{RES}/{wildcards.dataset}/raw.ome.zarr"
+    return f"{RES}/{name}/raw.ome.zarr"
 
 
 def source_files(wildcards):
@@ -96,9 +106,35 @@ def model_dir(wildcards):
         return str(Path(out(rules.import_bmz, wildcards)).parent)
     if r.model:
         return r.model
+    if r.group:
+        return group_model_dir(r.group)
     if spec(wildcards).trained:
         return str(Path(out(rules.train, wildcards)).parent)
     return None
+
+
+def group_model_dir(group):
+    """The model directory a sheet group's rows share (rule train_group)."""
+    return f"{RES}/groups/{group}/model"
+
+
+def group_ingests(wildcards):
+    """The ingest sentinels of every row of the group, in sheet order."""
+    return [str(rules.ingest.output[0]).format(dataset=d) for d in GROUPS[wildcards.group]]
+
+
+def group_train_args(wildcards):
+    """The first row's store and ingest; every further row as --group-store/--group-ingest."""
+    names = GROUPS[wildcards.group]
+    ingests = group_ingests(wildcards)
+    args = [f"--store '{raw_store_of(names[0])}' --ingest {ingests[0]}"]
+    for name, ingest in zip(names[1:], ingests[1:]):
+        args.append(f"--group-store '{raw_store_of(name)}' --group-ingest {ingest}")
+    return " ".join(args)
+
+
+def group_method(wildcards):
+    return ROWS[GROUPS[wildcards.group][0]].method
 
 
 def model_inputs(wildcards):
@@ -166,8 +202,9 @@ def report_inputs(wildcards):
     files += [
         f"{RES}/{d}/model/model.json"
         for d in DATASETS
-        if get_method(ROWS[d].method).trained and not ROWS[d].model
+        if get_method(ROWS[d].method).trained and not ROWS[d].model and not ROWS[d].group
     ]
+    files += [f"{group_model_dir(g)}/model.json" for g in GROUPS]
     return files
 
 

@@ -1,5 +1,6 @@
 # Training jobs (train, bootstrap_n2v): one GPU unless `train.device: cpu`; patches are
 # streamed from the store, so memory does not grow with the image; time is set by the steps.
+TRAIN_MINUTES = CFG.train.max_minutes + 30 if CFG.train.max_minutes else 240
 TRAIN_RESOURCES = dict(
     gpu=gpus("train"),
     slurm_partition=partition("train"),
@@ -38,6 +39,40 @@ rule train:
         " --method {params.method} --params '{params.cfg}' --method-params '{params.method_cfg}'"
         " --seed {params.seed} {params.extra}"
         " 2> {log}"
+
+
+# A sheet group (N2V family): one model trained on patches from every row's store (drawn in
+# proportion to their size, normalised with the pooled statistics), shared by the rows' predict.
+rule train_group:
+    input:
+        group_ingests,
+    output:
+        f"{RES}/groups/{{group}}/model/model.json",
+    params:
+        stores=group_train_args,
+        model_dir=parent_of_output(1),
+        method=group_method,
+        cfg=to_json(CFG.train),
+        method_cfg=lambda w: CFG.method_json(group_method(w)),
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/groups/{{group}}/train.log",
+    benchmark:
+        f"{RES}/benchmarks/groups/{{group}}/train.tsv"
+    threads: network_threads(CFG.train.threads)
+    resources:
+        gpu=gpus("train"),
+        slurm_partition=partition("train"),
+        slurm_extra=gpu_extra("train"),
+        # Patches are streamed from the stores: memory bounded by the batch, not the group.
+        mem_mb=lambda wildcards, attempt: attempt * 12000,
+        runtime=lambda wildcards, attempt: int(math.ceil(attempt * TRAIN_MINUTES)),
+    shell:
+        "denoise train {params.stores} --model-dir {params.model_dir}"
+        " --method {params.method} --params '{params.cfg}' --method-params '{params.method_cfg}'"
+        " --seed {params.seed} 2> {log}"
 
 
 # An N2V model of the data, whose predictions serve as pseudo-clean signal for the PN2V
