@@ -221,11 +221,21 @@ def _open_sample(path: str | Path, spatial_axes: str) -> Any:
         ) from first
 
 
-def _training_sample(meta: Mapping[str, Any]) -> np.ndarray | None:
+def _training_sample(meta: Mapping[str, Any], model_dir: Path) -> np.ndarray | None:
+    """The training store's first image, ``None`` when the store cannot be found.
+
+    A relative store path is relative to the run's working directory, which is not necessarily
+    the current one: it is looked up under each directory above the model's first
+    (``<run>/results/<row>/model`` -> ``<run>/results/<row>/raw.ome.zarr``), then as given.
+    """
     store = meta.get("store") or (meta.get("train_config") or {}).get("store")
-    if store and Path(store).exists():
-        return read_sample(store, meta)
-    return None
+    if not store:
+        return None
+    path = Path(store)
+    above = [d / path for d in Path(model_dir).resolve().parents]
+    candidates = [path] if path.is_absolute() else [*above, path]
+    found = next((c for c in candidates if c.exists()), None)
+    return read_sample(found, meta) if found is not None else None
 
 
 # ------------------------------------------------------------------ package pieces
@@ -489,7 +499,7 @@ def _test_tensors(
     """Test input ``(1, channel, *spatial)`` (``sample`` cropped, else the training store's
     first image) and our prediction of it (:func:`predict_whole`, channel by channel), float32."""
     if sample is None:
-        raw = _training_sample(meta)
+        raw = _training_sample(meta, model_dir)
         if raw is None:
             raise ValueError(
                 f"{model_dir}: the model does not record its training store; pass a sample "
