@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import REPO
 from tests.workflow.test_workflow import _sm, _workdir
 
-pytestmark = pytest.mark.cluster
+# Slow since the real SLURM tests (test_slurm.py) cover the submission path in the default run.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 def test_cluster_generic_one_submission_per_job(tmp_path, monkeypatch):

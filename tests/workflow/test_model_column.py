@@ -20,12 +20,16 @@ from tests.workflow.test_workflow import _sm, _workdir
 HEADER = "name\turi\taxes\tmethod\tmodel\n"
 FISH = ".test/data/fish_noisy.tif"
 TARGET = "results/fish/predict.json"
+#: One torch thread in every run of this module: float sums over a convolution depend on the
+#: thread count, and an in-process ``apply`` would otherwise inherit whatever count an earlier
+#: test of the session left set (bit-identity failed in the full suite, passed alone).
+ONE_THREAD = {"predict": {"threads": 1}}
 #: The .test config's ingest chunks and predict tile, as in the first run (same units: same bits).
 TINY = [
     "--ingest-params",
     '{"chunk_yx": 32, "chunk_z": 8}',
     "--params",
-    '{"tile": 64, "tile_z": 16}',
+    '{"tile": 64, "tile_z": 16, "threads": 1}',
 ]
 
 
@@ -38,14 +42,16 @@ def _array(store: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory) -> Path:
     """A first run that trains the fish row's n2v model and predicts inside the run."""
-    wd = _workdir(tmp_path_factory.mktemp("first"), sheet=HEADER + f"fish\t{FISH}\tyx\tn2v\t\n")
+    wd = _workdir(
+        tmp_path_factory.mktemp("first"), ONE_THREAD, sheet=HEADER + f"fish\t{FISH}\tyx\tn2v\t\n"
+    )
     _sm(wd, TARGET)
     return wd
 
 
 def test_model_column_is_bit_identical(first_run, tmp_path):
     model = first_run / "results" / "fish" / "model"
-    wd = _workdir(tmp_path, sheet=HEADER + f"fish\t{FISH}\tyx\tn2v\t{model}\n")
+    wd = _workdir(tmp_path, ONE_THREAD, sheet=HEADER + f"fish\t{FISH}\tyx\tn2v\t{model}\n")
     planned = _sm(wd, "-n", TARGET).stdout
     assert "rule train" not in planned and "rule predict" in planned
     _sm(wd, TARGET)
