@@ -47,12 +47,11 @@ from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.unet import UNet
 from denoise.settings import TrainConfig
+from denoise.training.batches import SeededBatches
 from denoise.training.loop import train_loop
 
-_TRAIN_STREAM, _VAL_STREAM = 1, 2
 
-
-class MaskedPatchSource:
+class MaskedPatchSource(SeededBatches):
     """The N2V family's batches: masked patches of one store (or of a sheet group's stores,
     :class:`~denoise.methods.patches.MultiStoreSampler`), pure functions of the step.
 
@@ -75,20 +74,6 @@ class MaskedPatchSource:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         mb = mask_batch(clean, self.cfg.mask_fraction, self.cfg.neighbourhood, self.n2v2, gen)
         return mb.masked, clean, mb.mask
-
-    def train(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The batch of optimiser step ``step``."""
-        return self.make(self.batch_size, _TRAIN_STREAM, step)
-
-    def validation(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``validation_fraction`` of an epoch's patches (at most 256), drawn once."""
-        cfg = self.cfg
-        if cfg.validation_fraction <= 0:
-            return []
-        bs = self.batch_size
-        n = int(min(256, max(bs, round(cfg.validation_fraction * cfg.steps_per_epoch * bs))))
-        sizes = [min(bs, n - i) for i in range(0, n, bs)]
-        return [self.make(s, _VAL_STREAM, j) for j, s in enumerate(sizes)]
 
     def describe(self) -> dict[str, Any]:
         """Normalisation, axes and store recorded with the model; patch shape for the log."""

@@ -55,10 +55,10 @@ from denoise.models.unet import UNet
 from denoise.predict.network import NetworkPredictor, unet_forward
 from denoise.settings import PredictConfig, Strict, TrainConfig
 from denoise.tiling.grid import reflect_index
+from denoise.training.batches import SeededBatches
 from denoise.training.loop import train_loop
 
 NAME = "spatiotemporal"
-_TRAIN_STREAM, _VAL_STREAM = 1, 2
 
 
 class SpatiotemporalSettings(Strict):
@@ -86,7 +86,7 @@ class SpatiotemporalObjective(N2VObjective):
         return {"name": self.name, "halo_t": self.k, "blind_spot": "centre frame"}
 
 
-class WindowPatchSource:
+class WindowPatchSource(SeededBatches):
     """Batches of ``(2k + 1)``-frame patches, blind spots on the centre frame.
 
     ``(input, target, mask)`` = ``(B, 2k+1, y, x)`` windows with the centre frame's blind spots
@@ -158,20 +158,6 @@ class WindowPatchSource:
         copies = torch.from_numpy(np.stack(centre))  # (n, 2k+1) True where the frame is the centre
         inp[copies] = mb.masked[:, 0].repeat_interleave(copies.sum(1), dim=0)
         return inp, target, mb.mask
-
-    def train(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The batch of optimiser step ``step``."""
-        return self.make(self.batch_size, _TRAIN_STREAM, step)
-
-    def validation(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``validation_fraction`` of an epoch's windows (at most 256), drawn once."""
-        cfg = self.cfg
-        if cfg.validation_fraction <= 0:
-            return []
-        bs = self.batch_size
-        n = int(min(256, max(bs, round(cfg.validation_fraction * cfg.steps_per_epoch * bs))))
-        sizes = [min(bs, n - i) for i in range(0, n, bs)]
-        return [self.make(s, _VAL_STREAM, j) for j, s in enumerate(sizes)]
 
     def describe(self) -> dict[str, Any]:
         s = self.sampler
