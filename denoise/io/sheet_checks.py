@@ -45,13 +45,13 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
             except (InputError, ValueError, OSError) as exc:
                 problems.append(f"{where}: key '{key}': {exc}")
                 continue
-            if key == "uri" and getattr(row, "group", ""):
+            if key == "uri" and row.group:
                 grouped.append((i, row, image.axes, tuple(image.data.shape)))
-            if key == "uri" and "frames" in getattr(row, "needs", ()):
+            if key == "uri" and "frames" in row.needs:
                 problem = _frames_problem(row.method, image.axes, image.data.shape)
                 if problem:
                     problems.append(f"{where}: key 'uri': {problem}")
-            if key == "uri" and getattr(row, "model", ""):
+            if key == "uri" and row.model:
                 for problem in model_problems(
                     row.model,
                     row.method,

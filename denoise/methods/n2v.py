@@ -75,17 +75,6 @@ class MaskedPatchSource(SeededBatches):
         mb = mask_batch(clean, self.cfg.mask_fraction, self.cfg.neighbourhood, self.n2v2, gen)
         return mb.masked, clean, mb.mask
 
-    def describe(self) -> dict[str, Any]:
-        """Normalisation, axes and store recorded with the model; patch shape for the log."""
-        s = self.sampler
-        return {
-            "norm": s.norm,
-            "axes": s.axes,
-            "store": s.store,
-            "patch": s.patch,
-            "n_samples": s.n_samples,
-        }
-
 
 def train_n2v(
     store: str | Path | list[str | Path],

@@ -159,15 +159,9 @@ class WindowPatchSource(SeededBatches):
         inp[copies] = mb.masked[:, 0].repeat_interleave(copies.sum(1), dim=0)
         return inp, target, mb.mask
 
-    def describe(self) -> dict[str, Any]:
-        s = self.sampler
-        return {
-            "norm": s.norm,
-            "axes": s.axes,
-            "store": s.store,
-            "patch": [2 * self.k + 1, *s.patch],
-            "n_samples": s.n_samples,
-        }
+    def patch_shape(self) -> list[int]:
+        """``[2k + 1, *spatial patch]``: the window of frames around each patch."""
+        return [2 * self.k + 1, *self.sampler.patch]
 
 
 def train_spatiotemporal(

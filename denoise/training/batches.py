@@ -7,6 +7,9 @@ generator seeded by ``(seed, stream, index)`` only, so a resumed run draws the s
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from typing import Any
+
 import torch
 
 from denoise.settings import TrainConfig
@@ -16,17 +19,34 @@ __all__ = ["SeededBatches"]
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class SeededBatches:
-    """``train(step)`` and ``validation()`` of the :class:`~denoise.training.loop.BatchSource`
-    protocol, from the subclass's ``make``."""
+class SeededBatches(ABC):
+    """``train(step)``, ``validation()`` and ``describe()`` of the
+    :class:`~denoise.training.loop.BatchSource` protocol, from the subclass's ``make`` and its
+    patch ``sampler`` (a :class:`~denoise.methods.patches.PatchSampler` or a multi-store one)."""
 
     TRAIN_STREAM, VAL_STREAM = 1, 2
     batch_size: int
     cfg: TrainConfig
+    sampler: Any
 
+    @abstractmethod
     def make(self, n: int, stream: int, index: int) -> Batch:
         """``(input, target, mask)`` of ``n`` samples: batch ``index`` of ``stream``."""
-        raise NotImplementedError
+
+    def patch_shape(self) -> Any:
+        """Shape of one network input patch, as logged and recorded with the model."""
+        return self.sampler.patch
+
+    def describe(self) -> dict[str, Any]:
+        """Normalisation, axes and store recorded with the model; patch shape for the log."""
+        s = self.sampler
+        return {
+            "norm": s.norm,
+            "axes": s.axes,
+            "store": s.store,
+            "patch": self.patch_shape(),
+            "n_samples": s.n_samples,
+        }
 
     def train(self, step: int) -> Batch:
         """The batch of optimiser step ``step``."""
