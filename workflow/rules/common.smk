@@ -362,14 +362,10 @@ def raw_mb(wildcards):
         return _source_mb(row(wildcards).uri)
 
 
-def mem_request(base, per_gb=0, cap=None):
-    """``mem_mb`` = attempt x (base + per_gb x GB of raw data, at most cap)."""
-
-    def fn(wildcards, attempt):
-        need = base + per_gb * raw_mb(wildcards) / 1024
-        return int(attempt * (min(need, cap) if cap else need))
-
-    return fn
+def mem_request(base):
+    """``mem_mb`` = attempt x base: every stage streams its data, so memory does not grow with
+    the input; a retry after an out-of-memory kill gets more."""
+    return lambda wildcards, attempt: int(attempt * base)
 
 
 def runtime_request(base, per_gb=0.0, scattered=False):
