@@ -68,6 +68,7 @@ MethodsConfig = create_model(
     },
 )
 
+
 class DatasetRow(_Strict):
     """One row of the dataset sheet."""
 
@@ -213,6 +214,7 @@ def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         problems.append(f"{path}: duplicate dataset names {dups}")
+    problems += reserved_name_problems(rows, path)
     problems += group_sheet_problems(rows, path)
     if not rows and not problems:
         problems.append(f"{path}: the sheet has no dataset rows")
@@ -221,9 +223,49 @@ def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
     return rows
 
 
-#: Methods whose rows may share a ``group`` model (per-group PN2V noise models and DecoNoising
-#: PSFs are later work).
-GROUP_METHODS = ("n2v", "n2v2")
+#: Methods whose rows may share a ``group`` model: one network per group, and for PN2V one
+#: noise model per group (fitted on all the group's stores), for DecoNoising one PSF.
+GROUP_METHODS = ("n2v", "n2v2", "pn2v", "deconoising")
+#: Row settings the rows of one group must share, with the method need that makes them count:
+#: the group has one noise model (PN2V), fitted once, and one PSF (DecoNoising).
+GROUP_SHARED = {
+    "noise_model": ("noise_model", "one noise model"),
+    "calibration": ("calibration", "one noise model, fitted on one calibration stack"),
+    "calibration_axes": ("calibration", "one noise model, fitted on one calibration stack"),
+    "psf": ("psf", "one PSF"),
+}
+#: Top-level names the workflow itself writes under the results directory (rules in
+#: ``workflow/rules/*.smk``); a dataset may not take one, or its outputs would mix with them.
+RESERVED_NAMES = ("groups", "logs", "benchmarks", "report.html")
+
+
+def reserved_name_problems(rows: list[DatasetRow], path: str | Path) -> list[str]:
+    """Rows whose ``name`` is a directory or file the workflow writes under ``results/``."""
+    return [
+        f"{path} row {i} ({r.name}): key 'name': '{r.name}' is reserved (the workflow writes "
+        f"results/{r.name} itself; reserved: {', '.join(RESERVED_NAMES)}): rename the dataset"
+        for i, r in enumerate(rows, start=1)
+        if r.name.lower() in RESERVED_NAMES
+    ]
+
+
+def _group_row_problems(i: int, r: DatasetRow, path: str | Path) -> list[str]:
+    """What is wrong with one grouped row on its own (``model`` set, a method without groups)."""
+    where = f"{path} row {i} ({r.name}): key 'group'"
+    supported = f"group training supports {', '.join(GROUP_METHODS)}"
+    problems = []
+    if r.model:
+        problems.append(
+            f"{where}: a row may not have both 'group' ({r.group!r}) and 'model' "
+            "(a group trains its own model; give the model to every row instead)"
+        )
+    if r.method not in GROUP_METHODS and get_method(r.method).trained:
+        problems.append(f"{where}: method '{r.method}': {supported}")
+    elif r.method not in GROUP_METHODS:
+        problems.append(
+            f"{where}: method '{r.method}' trains nothing, so it has no model to share: {supported}"
+        )
+    return problems
 
 
 def group_sheet_problems(rows: list[DatasetRow], path: str | Path) -> list[str]:
@@ -232,31 +274,25 @@ def group_sheet_problems(rows: list[DatasetRow], path: str | Path) -> list[str]:
     problems: list[str] = []
     groups: dict[str, list[tuple[int, DatasetRow]]] = {}
     for i, r in enumerate(rows, start=1):
-        if not r.group:
-            continue
-        groups.setdefault(r.group, []).append((i, r))
-        where = f"{path} row {i} ({r.name}): key 'group'"
-        if r.model:
-            problems.append(
-                f"{where}: a row may not have both 'group' ({r.group!r}) and 'model' "
-                "(a group trains its own model; give the model to every row instead)"
-            )
-        if r.method not in GROUP_METHODS and get_method(r.method).trained:
-            problems.append(
-                f"{where}: method '{r.method}': group training supports n2v/n2v2 for now"
-            )
-        elif r.method not in GROUP_METHODS:
-            problems.append(
-                f"{where}: method '{r.method}' trains nothing, so it has no model to share: "
-                "group training supports n2v/n2v2 for now"
-            )
+        if r.group:
+            groups.setdefault(r.group, []).append((i, r))
+            problems += _group_row_problems(i, r, path)
     for name, members in groups.items():
-        methods = sorted({r.method for _, r in members})
-        if len(methods) > 1:
-            listed = ", ".join(f"row {i} ({r.name}): {r.method}" for i, r in members)
+        needs = get_method(members[0][1].method).needs
+        keys = ["method", *(k for k, (need, _) in GROUP_SHARED.items() if need in needs)]
+        for key in keys:
+            values = sorted({str(getattr(r, key)) for _, r in members})
+            if len(values) < 2:
+                continue
+            listed = ", ".join(
+                f"row {i} ({r.name}): {getattr(r, key) or '(empty)'}" for i, r in members
+            )
+            why = (
+                f" (the group has one model and {GROUP_SHARED[key][1]})" if key != "method" else ""
+            )
             problems.append(
-                f"{path}: key 'group': rows of group '{name}' must share one method, "
-                f"found {methods}: {listed}"
+                f"{path}: key 'group': rows of group '{name}' must share one {key}{why}, "
+                f"found {values}: {listed}"
             )
     return problems
 

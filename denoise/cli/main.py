@@ -82,23 +82,38 @@ def _method_settings(method: str, raw: str | None, where: str) -> Any:
     return _params(get_method(method).settings, raw, where)
 
 
-def _group_stores_fingerprints(a: argparse.Namespace) -> list[Any]:
-    """A sheet group's further stores (``--group-store``, N2V family only): their ingest
-    fingerprints (``--group-ingest``, same order), so the train fingerprint covers them all."""
+def _members(a: argparse.Namespace, stage: str) -> list[Any]:
+    """Every store the stage works on, as :class:`~denoise.io.group_members.GroupMember`:
+    ``--store``/``--ingest``, then ``--group-store``/``--group-ingest`` pairs, then the rows of
+    ``--group-members FILE`` (a sheet group; more than one member trains one model on all)."""
     from denoise.config import GROUP_METHODS
+    from denoise.io.group_members import GroupMember, read_group_members
+
+    members = [GroupMember(a.store, a.ingest or "")] if a.store else []
+    group_store = getattr(a, "group_store", None) or []
+    ingests = getattr(a, "group_ingest", None) or []
+    if ingests and len(ingests) != len(group_store):
+        raise ValueError("--group-ingest: give one per --group-store, in the same order")
+    ingests = ingests or [""] * len(group_store)
+    members += [GroupMember(s, i) for s, i in zip(group_store, ingests, strict=True)]
+    if a.group_members:
+        members += read_group_members(a.group_members)
+    if not members:
+        raise ValueError(f"{stage}: give --store (one image) or --group-members FILE (a group)")
+    method = getattr(a, "method", None)
+    if len(members) > 1 and method is not None and method not in GROUP_METHODS:
+        raise ValueError(
+            f"{stage} --group-members: method '{method}': group training supports "
+            f"{', '.join(GROUP_METHODS)}"
+        )
+    return members
+
+
+def _ingest_fingerprints(members: list[Any]) -> list[Any]:
+    """Each member's ingest fingerprint (its store path when it has no ingest sentinel)."""
     from denoise.provenance import read_json
 
-    if not a.group_store:
-        return []
-    if a.method not in GROUP_METHODS:
-        raise ValueError(
-            f"--group-store: method '{a.method}': group training supports n2v/n2v2 for now"
-        )
-    ingests = a.group_ingest or []
-    if ingests and len(ingests) != len(a.group_store):
-        raise ValueError("--group-ingest: give one per --group-store, in the same order")
-    fps = [read_json(i)["fingerprint"] for i in ingests] or list(a.group_store)
-    return ["group", *fps]
+    return [read_json(m.ingest)["fingerprint"] if m.ingest else m.store for m in members]
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -111,8 +126,11 @@ def cmd_train(a: argparse.Namespace) -> None:
         raise ValueError(f"method '{a.method}' has no training stage (it is {spec.kind})")
     cfg = _params(TrainConfig, a.params, "train --params")
     settings = _method_settings(a.method, a.method_params, "train --method-params")
-    ingest_fp = read_json(a.ingest)["fingerprint"] if a.ingest else ""
-    extra: list[Any] = _group_stores_fingerprints(a)
+    members = _members(a, "train")
+    fps = _ingest_fingerprints(members)
+    ingest_fp = fps[0] if members[0].ingest else ""
+    # A group: every further store's ingest fingerprint enters the train fingerprint.
+    extra: list[Any] = ["group", *fps[1:]] if len(members) > 1 else []
     if a.noise_model:
         extra.append(read_json(a.noise_model).get("fingerprint", a.noise_model))
     if a.psf:
@@ -130,7 +148,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         *extra,
     )
     request = TrainRequest(
-        store=a.store,
+        store=members[0].store,
         model_dir=a.model_dir,
         train=cfg,
         settings=settings,
@@ -138,7 +156,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         fingerprint=fp,
         noise_model=a.noise_model or None,
         psf=a.psf or None,
-        stores=(a.store, *a.group_store) if a.group_store else (),
+        stores=tuple(m.store for m in members) if len(members) > 1 else (),
     )
     summary = spec.train(request)
     # The trainers write MODEL_DIR/model.json (the rule's sentinel) atomically at the end.
@@ -159,9 +177,11 @@ def cmd_fit_noise_model(a: argparse.Namespace) -> None:
     )
 
     cfg = _params(NoiseModelConfig, a.params, "fit-noise-model --params")
+    members = _members(a, "fit-noise-model")
+    stores = [m.store for m in members]
     models = fit_noise_model(
         a.kind,
-        a.store,
+        stores if len(stores) > 1 else stores[0],
         cfg,
         calibration_uri=a.calibration or "",
         calibration_axes=a.calibration_axes or "",
@@ -173,7 +193,10 @@ def cmd_fit_noise_model(a: argparse.Namespace) -> None:
     data = read_json(tmp)
     tmp.unlink()
     parts: list[Any] = [a.kind, cfg.model_dump(), a.seed]
-    parts.append(read_json(a.ingest)["fingerprint"] if a.ingest else a.store)
+    fps = _ingest_fingerprints(members)
+    parts.append(fps[0])
+    if len(fps) > 1:
+        parts += ["group", *fps[1:]]
     if a.calibration:
         parts.append(input_identity(a.calibration))
     if a.n2v_model_dir:
@@ -520,8 +543,17 @@ def _common_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scatter-count", type=int, default=1, help="Number of predict jobs (scatter).")
 
 
-def _store_args(p: argparse.ArgumentParser, params: str, seed: bool = True) -> None:
-    p.add_argument("--store", required=True, help="Input OME-Zarr store.")
+def _store_args(
+    p: argparse.ArgumentParser, params: str, seed: bool = True, group: bool = False
+) -> None:
+    p.add_argument("--store", required=not group, help="Input OME-Zarr store.")
+    if group:
+        p.add_argument(
+            "--group-members",
+            default=None,
+            help="A sheet group: TSV with columns store, ingest (one row per member; "
+            "instead of, or after, --store).",
+        )
     p.add_argument("--ingest", default=None, help="Ingest sentinel JSON.")
     p.add_argument("--params", default=None, help=f"{params} as JSON.")
     if seed:
@@ -560,7 +592,7 @@ def _add_noise(sub: Any) -> None:
     p.add_argument(
         "--kind", required=True, help="poisson_gaussian, histogram, gmm or gmm_bootstrap."
     )
-    _store_args(p, "NoiseModelConfig")
+    _store_args(p, "NoiseModelConfig", group=True)
     p.add_argument("--calibration", default="", help="Calibration stack (histogram, gmm).")
     p.add_argument("--calibration-axes", default="", help="Axes of the calibration stack.")
     p.add_argument("--n2v-model-dir", default=None, help="Trained N2V model (gmm_bootstrap).")
@@ -571,7 +603,7 @@ def _add_noise(sub: Any) -> None:
 
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="Train a method's network on the store (trained methods).")
-    _store_args(p, "TrainConfig (the shared train block)")
+    _store_args(p, "TrainConfig (the shared train block)", group=True)
     p.add_argument(
         "--model-dir", required=True, help="Model directory (model.json is the sentinel)."
     )
@@ -585,7 +617,7 @@ def _add_train(sub: Any) -> None:
         "--group-store",
         action="append",
         default=[],
-        help="A sheet group's further store (repeat; n2v/n2v2): one model on all stores.",
+        help="A sheet group's further store (repeat): one model on all stores.",
     )
     p.add_argument(
         "--group-ingest",

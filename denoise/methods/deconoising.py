@@ -167,7 +167,7 @@ class DecoNoisingObjective:
 
 
 def train_deconoising(
-    store: str | Path,
+    store: str | Path | list[str | Path],
     model_dir: str | Path,
     cfg: TrainConfig,
     seed: int,
@@ -182,7 +182,8 @@ def train_deconoising(
     Parameters
     ----------
     store, model_dir, cfg, seed, fingerprint, progress, stop_after_epochs
-        As :func:`denoise.methods.n2v.train_n2v`.
+        As :func:`denoise.methods.n2v.train_n2v` (a list of stores: a sheet group, one model
+        and one PSF for all of them).
     settings
         ``methods.deconoising``: ``psf_sigma``, ``psf_sigma_z``, ``learn_psf`` and
         ``positivity`` configure the PSF and the penalty (defaults when None).
@@ -196,8 +197,9 @@ def train_deconoising(
         ``train_n2v``'s summary plus ``psf`` (the saved PSF description: kind, σ learned, radii).
     """
 
-    array, axes = omezarr.open_image(store)
-    ndim = choose_ndim(axes, tuple(int(s) for s in array.shape), cfg.dims, where=str(store))
+    first = store[0] if isinstance(store, list | tuple) else store
+    array, axes = omezarr.open_image(first)
+    ndim = choose_ndim(axes, tuple(int(s) for s in array.shape), cfg.dims, where=str(first))
     settings = settings or DecoNoisingSettings()
     objective = DecoNoisingObjective(build_psf(settings, ndim, psf_path), settings.positivity)
     summary = train_n2v(
@@ -217,7 +219,9 @@ def train_deconoising(
         else {k: v for k, v in objective.psf.meta().items() if k != "kernel"}
     )
     if objective.psf.learnable:
-        log.info("learned PSF σ = %.3f px (started at %.3f)", objective.psf.sigma, settings.psf_sigma)
+        log.info(
+            "learned PSF σ = %.3f px (started at %.3f)", objective.psf.sigma, settings.psf_sigma
+        )
     return summary
 
 
@@ -334,7 +338,7 @@ class DecoNoisingPredictor:
 
 def _train(request: TrainRequest) -> dict[str, Any]:
     return train_deconoising(
-        request.store,
+        list(request.stores) if request.stores else request.store,
         request.model_dir,
         request.train,
         request.seed,
@@ -360,4 +364,3 @@ METHODS = (
         needs=frozenset({"psf"}),
     ),
 )
-

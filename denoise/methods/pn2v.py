@@ -49,7 +49,7 @@ from pydantic import Field
 from denoise.io.omezarr import open_image
 from denoise.methods.masking import mask_batch
 from denoise.methods.n2v import train_n2v
-from denoise.methods.patches import PatchSampler
+from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.pn2v_predictor import PN2VPredictor, rewrite_objective
 from denoise.methods.pn2v_tuning import reset_posterior, tune_posterior
 from denoise.methods.registry import MethodSpec, TrainRequest
@@ -81,6 +81,8 @@ CALIBRATION_BINS = 16
 CALIBRATION_LIMITS = (0.2, 5.0)
 #: Factors tried (log-spaced over CALIBRATION_LIMITS).
 CALIBRATION_GRID = 13
+
+
 class PN2VSettings(Strict):
     """``methods.pn2v``: Probabilistic Noise2Void's own settings."""
 
@@ -275,7 +277,7 @@ def _check_store(store: str | Path, settings: PN2VSettings) -> np.dtype:
 
 
 def train_pn2v(
-    store: str | Path,
+    store: str | Path | list[str | Path],
     model_dir: str | Path,
     cfg: TrainConfig,
     seed: int,
@@ -293,7 +295,9 @@ def train_pn2v(
     Parameters
     ----------
     store, model_dir, cfg, seed, fingerprint, progress, stop_after_epochs
-        As for :func:`denoise.methods.n2v.train_n2v` (same loop, checkpoints and budgets).
+        As for :func:`denoise.methods.n2v.train_n2v` (same loop, checkpoints and budgets); a
+        list of stores is a sheet group (one network on all, pooled normalisation; the prior
+        is calibrated on all of them, the posterior tuned on the first one's frames).
     noise_model
         The channel's noise model (:func:`denoise.noise.calibration.fit_noise_model`), its
         JSON dict or file, or a Poisson-Gaussian estimate.
@@ -313,7 +317,9 @@ def train_pn2v(
         "noise_model": {...}}`` for :class:`PN2VPredictor`.
     """
     settings = settings or PN2VSettings()
-    dtype = _check_store(store, settings)
+    stores = list(store) if isinstance(store, list | tuple) else [store]
+    dtypes = [_check_store(s, settings) for s in stores]  # every store, the first's dtype
+    dtype = dtypes[0]
     model = as_noise_model(noise_model, dtype)
     objective = PN2VObjective(model, settings.samples, spread, learn_spread, settings.mean_weight)
     summary = train_n2v(
@@ -340,7 +346,7 @@ def train_pn2v(
         out["calibration"] = cal
     if settings.posterior == "frames":
         pcfg = PredictConfig(device=cfg.device, threads=cfg.threads)
-        tuned = tune_posterior(model_dir, store, pcfg)
+        tuned = tune_posterior(model_dir, stores[0], pcfg)
         out["sha256"] = tuned.pop("sha256")
         out["posterior"] = tuned
     elif (sha := reset_posterior(model_dir)) is not None:
@@ -357,9 +363,20 @@ def _prior_samples(
     return (centre + spread * (out - centre)) * std + mean
 
 
+def _calibration_sampler(
+    store: str | Path | list[str | Path], cfg: TrainConfig, multiple: int, norm: dict[str, Any]
+) -> PatchSampler | MultiStoreSampler:
+    """Blind-spot patches for :func:`calibrate_prior`, normalised as in training: one store, or
+    a group's stores (drawn in proportion to their size, pooled statistics = the model's)."""
+    if isinstance(store, list | tuple) and len(store) > 1:
+        return MultiStoreSampler(list(store), cfg.patch_size, cfg.patch_size_z, multiple, cfg.dims)
+    one = store[0] if isinstance(store, list | tuple) else store
+    return PatchSampler(one, cfg.patch_size, cfg.patch_size_z, multiple, cfg.dims, norm=norm)
+
+
 def calibrate_prior(
     model_dir: str | Path,
-    store: str | Path,
+    store: str | Path | list[str | Path],
     cfg: TrainConfig,
     seed: int,
     noise_model: NoiseModelBase,
@@ -389,9 +406,7 @@ def calibrate_prior(
     objective = dict(meta["objective"])
     spread = float(objective.get("spread", 1.0))
     mean, std = float(meta["norm"]["mean"][0]), float(meta["norm"]["std"][0])
-    sampler = PatchSampler(
-        store, cfg.patch_size, cfg.patch_size_z, model.multiple, cfg.dims, norm=meta["norm"]
-    )
+    sampler = _calibration_sampler(store, cfg, model.multiple, meta["norm"])
     bs = cfg.batch_size_3d if sampler.ndim == 3 else cfg.batch_size
     rng = np.random.default_rng([seed % 2**63, 3])
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -439,7 +454,7 @@ def _train(request: TrainRequest) -> dict[str, Any]:
     if not request.noise_model:
         raise ValueError("method 'pn2v' needs --noise-model (from `denoise fit-noise-model`)")
     return train_pn2v(
-        request.store,
+        list(request.stores) if request.stores else request.store,
         request.model_dir,
         request.train,
         request.seed,

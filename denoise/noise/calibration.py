@@ -145,6 +145,26 @@ def pairs_from_n2v(
     return x_all, s_all, np.dtype(arr.dtype)
 
 
+def _bootstrap_pairs(
+    stores: list[str | Path],
+    n2v_model_dir: str | Path,
+    channel: int,
+    max_samples: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    """:func:`pairs_from_n2v` of one store, or of every store of a group (each a share of
+    ``max_samples`` in proportion to its size), concatenated."""
+    if len(stores) == 1:
+        return pairs_from_n2v(stores[0], n2v_model_dir, channel, max_samples, seed)
+    sizes = [float(np.prod(open_image(s)[0].shape, dtype=np.float64)) for s in stores]
+    parts = [
+        pairs_from_n2v(s, n2v_model_dir, channel, max(1, int(max_samples * n / sum(sizes))), seed)
+        for s, n in zip(stores, sizes, strict=True)
+    ]
+    xs, ss, dtypes = zip(*parts, strict=True)
+    return np.concatenate(xs), np.concatenate(ss), dtypes[0]
+
+
 def align_signal(x: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Rescale a calibration's clean image so that the recorded values average to it.
 
@@ -197,7 +217,7 @@ def fit_from_pairs(
 
 def fit_noise_model(
     kind: str,
-    store: str | Path,
+    store: str | Path | list[str | Path],
     cfg: NoiseModelConfig,
     calibration_uri: str = "",
     calibration_axes: str = "",
@@ -212,13 +232,15 @@ def fit_noise_model(
         ``poisson_gaussian`` (data only), ``histogram`` / ``gmm`` (calibration stack),
         ``gmm_bootstrap`` (N2V prediction as pseudo-clean signal).
     store
-        The OME-Zarr image to be denoised.
+        The OME-Zarr image to be denoised, or the stores of a sheet group (one model fitted to
+        all of them: pooled Poisson-Gaussian estimate, or bootstrap pairs from every store,
+        each giving a share of ``cfg.max_samples`` in proportion to its size).
     cfg
         Estimator settings; ``max_samples`` bounds the pairs per channel.
     calibration_uri, calibration_axes
         The calibration stack (``histogram`` and ``gmm``).
     n2v_model_dir
-        A trained N2V model of ``store`` (``gmm_bootstrap``).
+        A trained N2V model of ``store`` (``gmm_bootstrap``; of all the group's stores).
     seed
         Seed of every sampling and fit.
 
@@ -229,7 +251,8 @@ def fit_noise_model(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown noise model '{kind}'; choose one of {', '.join(KINDS)}")
-    arr, axes = open_image(store)
+    stores = list(store) if isinstance(store, list | tuple) else [store]
+    arr, axes = open_image(stores[0])
     n_c = arr.shape[axes.index("c")] if "c" in axes else 1
     if kind == "poisson_gaussian":
         result = estimate_poisson_gaussian(store, cfg, seed)
@@ -246,7 +269,7 @@ def fit_noise_model(
                     "noise model gmm_bootstrap needs a trained N2V model of the same data "
                     "(its prediction is the pseudo-clean signal); train method n2v first"
                 )
-            x, s, _ = pairs_from_n2v(store, n2v_model_dir, c, cfg.max_samples, seed)
+            x, s, _ = _bootstrap_pairs(stores, n2v_model_dir, c, cfg.max_samples, seed)
             dtype = arr.dtype
         else:
             if not calibration_uri:
@@ -259,5 +282,5 @@ def fit_noise_model(
                 calibration_uri, calibration_axes, c, cfg.max_samples, seed
             )
         models.append(fit_from_pairs(kind, x, s, dtype, seed))
-        log.info("%s noise model for channel %d of %s: %d pairs", kind, c, store, x.size)
+        log.info("%s noise model for channel %d of %s: %d pairs", kind, c, stores, x.size)
     return models

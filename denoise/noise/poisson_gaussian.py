@@ -382,14 +382,16 @@ def _sample_channel(
 
 
 def estimate_poisson_gaussian(
-    store: str | Path, cfg: NoiseModelConfig, seed: int
+    store: str | Path | list[str | Path], cfg: NoiseModelConfig, seed: int
 ) -> dict[str, Any]:
     """Estimate the noise model of every channel of an OME-Zarr image.
 
     Parameters
     ----------
     store
-        OME-Zarr image (level ``s0`` is read, a random subset of whole chunks per channel).
+        OME-Zarr image (level ``s0`` is read, a random subset of whole chunks per channel), or
+        the stores of a sheet group (one fit to all of them: each store gives a share of
+        ``cfg.max_samples`` in proportion to its size).
     cfg
         :class:`~denoise.config.NoiseModelConfig`.
     seed
@@ -399,21 +401,30 @@ def estimate_poisson_gaussian(
     -------
     dict
         ``{"channels": [per-channel fit, ...], "axes", "shape", "dtype", "block",
-        "max_samples", "seed", "model", "convention"}``; JSON-serialisable.
+        "max_samples", "seed", "model", "convention"}``; JSON-serialisable (``axes``/``shape``
+        are the first store's; a group adds ``stores``).
     """
-    arr, axes = open_image(store)
+    stores = list(store) if isinstance(store, list | tuple) else [store]
+    images = [open_image(s) for s in stores]
+    arr, axes = images[0]
     n_c = arr.shape[axes.index("c")] if "c" in axes else 1
+    sizes = [float(np.prod(a.shape, dtype=np.float64)) for a, _ in images]
     channels = []
     for c in range(n_c):
         rng = np.random.default_rng([seed, c])
-        planes = _sample_channel(arr, axes, c if "c" in axes else None, cfg, rng)
+        planes: list[np.ndarray] = []
+        for (a, ax), size in zip(images, sizes, strict=True):
+            share = cfg.model_copy(
+                update={"max_samples": max(1, int(cfg.max_samples * size / sum(sizes)))}
+            )
+            planes += _sample_channel(a, ax, c if "c" in ax else None, share, rng)
         try:
             fit = _estimate_planes(planes, np.dtype(arr.dtype), cfg)
         except ValueError as exc:
-            raise ValueError(f"{store} channel {c}: {exc}") from None
+            raise ValueError(f"{'; '.join(map(str, stores))} channel {c}: {exc}") from None
         fit["channel"] = c
         channels.append(fit)
-    return {
+    out = {
         "model": "poisson_gaussian",
         "convention": "var = gain * (mean - offset) + read_var; minimal-offset parametrisation of the fitted line",
         "axes": axes,
@@ -425,6 +436,9 @@ def estimate_poisson_gaussian(
         "seed": seed,
         "channels": channels,
     }
+    if len(stores) > 1:
+        out["stores"] = [str(s) for s in stores]
+    return out
 
 
 def predicted_variance(params: dict[str, Any], mean: np.ndarray | float) -> np.ndarray:

@@ -123,18 +123,44 @@ def group_ingests(wildcards):
     return [str(rules.ingest.output[0]).format(dataset=d) for d in GROUPS[wildcards.group]]
 
 
-def group_train_args(wildcards):
-    """The first row's store and ingest; every further row as --group-store/--group-ingest."""
-    names = GROUPS[wildcards.group]
-    ingests = group_ingests(wildcards)
-    args = [f"--store '{raw_store_of(names[0])}' --ingest {ingests[0]}"]
-    for name, ingest in zip(names[1:], ingests[1:]):
-        args.append(f"--group-store '{raw_store_of(name)}' --group-ingest {ingest}")
-    return " ".join(args)
+def group_members(wildcards):
+    """(store, ingest sentinel) of every row of the group, in sheet order (members.tsv)."""
+    return [[raw_store_of(d), i] for d, i in zip(GROUPS[wildcards.group], group_ingests(wildcards))]
+
+
+def group_row(wildcards):
+    """The group's first row: its method, noise model, calibration and PSF are the group's
+    (the sheet check makes every row of the group agree on them)."""
+    return ROWS[GROUPS[wildcards.group][0]]
 
 
 def group_method(wildcards):
-    return ROWS[GROUPS[wildcards.group][0]].method
+    return group_row(wildcards).method
+
+
+def group_train_inputs(wildcards):
+    """Members file and every ingest; the group's noise model (PN2V), its PSF file (DecoNoising)."""
+    needs = get_method(group_method(wildcards)).needs
+    files = {"members": out(rules.group_members, wildcards), "ingests": group_ingests(wildcards)}
+    if "noise_model" in needs:
+        files["noise"] = out(rules.fit_group_noise_model, wildcards, "json")
+    if "psf" in needs and group_row(wildcards).psf:
+        files["psf"] = group_row(wildcards).psf
+    return files
+
+
+def group_noise_inputs(wildcards):
+    """Members file, every ingest, the group's bootstrap N2V (gmm_bootstrap), calibration files."""
+    r = group_row(wildcards)
+    files = {"members": out(rules.group_members, wildcards), "ingests": group_ingests(wildcards)}
+    if r.noise_model == "gmm_bootstrap":
+        files["n2v"] = out(rules.bootstrap_group_n2v, wildcards)
+    files.update(calibration_files(r))
+    return files
+
+
+def group_noise_args(wildcards, input):
+    return noise_args(group_row(wildcards), input)
 
 
 def model_inputs(wildcards):
@@ -231,22 +257,30 @@ def train_extra_args(wildcards, input):
 
 def fit_noise_inputs(wildcards):
     """Ingest sentinel, the bootstrap N2V model (gmm_bootstrap), the calibration files."""
-    import glob
-
     r = row(wildcards)
     files = {"ingest": ingest_of(wildcards)}
     if r.noise_model == "gmm_bootstrap":
         files["n2v"] = out(rules.bootstrap_n2v, wildcards)
-    if r.calibration and any(ch in r.calibration for ch in "*?["):
-        files["calibration"] = sorted(glob.glob(r.calibration))
-    elif r.calibration and Path(r.calibration).is_file():
-        files["calibration"] = [r.calibration]
+    files.update(calibration_files(r))
     return files
 
 
 def fit_noise_args(wildcards, input):
-    r = row(wildcards)
+    return noise_args(row(wildcards), input)
+
+
+def noise_args(r, input):
+    """--calibration / --n2v-model-dir of fit-noise-model for a row (or a group's first row)."""
     args = []
+def calibration_files(r):
+    """{"calibration": [files]} of a row's calibration stack (a file or a glob), else {}."""
+    if r.calibration and any(ch in r.calibration for ch in "*?["):
+        return {"calibration": sorted(glob.glob(r.calibration))}
+    if r.calibration and Path(r.calibration).is_file():
+        return {"calibration": [r.calibration]}
+    return {}
+
+
     if r.calibration:
         args.append(f"--calibration '{r.calibration}' --calibration-axes '{r.calibration_axes}'")
     if "n2v" in input.keys():

@@ -54,3 +54,31 @@ rule fit_noise_model:
         "denoise fit-noise-model --kind {params.kind} --store '{params.store}'"
         " --ingest {input.ingest} {params.extra} --out {output.json} --plot {output.plot}"
         " --params '{params.cfg}' --seed {params.seed} 2> {log}"
+
+
+# A sheet group's PN2V noise model, fitted once on all the group's stores (or its calibration).
+rule fit_group_noise_model:
+    input:
+        unpack(group_noise_inputs),
+    output:
+        json=f"{RES}/groups/{{group}}/pn2v_noise_model.json",
+        plot=f"{RES}/groups/{{group}}/pn2v_noise_model.png",
+    params:
+        kind=lambda w: group_row(w).noise_model,
+        extra=group_noise_args,
+        cfg=to_json(CFG.noise_model),
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/groups/{{group}}/fit_noise_model.log",
+    benchmark:
+        f"{RES}/benchmarks/groups/{{group}}/fit_noise_model.tsv"
+    resources:
+        mem_mb=mem_request(8000),
+        runtime=lambda wildcards, attempt: attempt * 60,
+        slurm_partition=partition(),
+    shell:
+        "denoise fit-noise-model --kind {params.kind} --group-members {input.members}"
+        " {params.extra} --out {output.json} --plot {output.plot}"
+        " --params '{params.cfg}' --seed {params.seed} 2> {log}"

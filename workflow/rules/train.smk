@@ -41,20 +41,40 @@ rule train:
         " 2> {log}"
 
 
-# A sheet group (N2V family): one model trained on patches from every row's store (drawn in
-# proportion to their size, normalised with the pooled statistics), shared by the rows' predict.
+# A sheet group's members file: one line (store, ingest sentinel) per row, read by the group's
+# train / bootstrap / noise-model jobs (a group of any size keeps a short command line).
+rule group_members:
+    output:
+        f"{RES}/groups/{{group}}/members.tsv",
+    params:
+        members=group_members,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/groups/{{group}}/group_members.log",
+    resources:
+        mem_mb=500,
+        runtime=5,
+        slurm_partition=partition(),
+    script:
+        "../scripts/group_members.py"
+
+
+# A sheet group: one model trained on patches from every row's store (drawn in proportion to
+# their size, normalised with the pooled statistics), shared by the rows' predict; PN2V with the
+# group's noise model, DecoNoising with its one PSF.
 rule train_group:
     input:
-        group_ingests,
+        unpack(group_train_inputs),
     output:
         f"{RES}/groups/{{group}}/model/model.json",
     params:
-        stores=group_train_args,
         model_dir=parent_of_output(1),
         method=group_method,
         cfg=to_json(CFG.train),
         method_cfg=lambda w: CFG.method_json(group_method(w)),
         seed=SEED,
+        extra=train_extra_args,
     conda:
         CONDA_ENV
     log:
@@ -70,8 +90,39 @@ rule train_group:
         mem_mb=lambda wildcards, attempt: attempt * 12000,
         runtime=lambda wildcards, attempt: int(math.ceil(attempt * TRAIN_MINUTES)),
     shell:
-        "denoise train {params.stores} --model-dir {params.model_dir}"
+        "denoise train --group-members {input.members} --model-dir {params.model_dir}"
         " --method {params.method} --params '{params.cfg}' --method-params '{params.method_cfg}'"
+        " --seed {params.seed} {params.extra} 2> {log}"
+
+
+# A PN2V group's gmm_bootstrap noise model: one N2V model of all the group's stores.
+rule bootstrap_group_n2v:
+    input:
+        members=rules.group_members.output[0],
+        ingests=group_ingests,
+    output:
+        f"{RES}/groups/{{group}}/bootstrap_n2v/model.json",
+    params:
+        model_dir=parent_of_output(1),
+        cfg=to_json(CFG.train),
+        method_cfg=CFG.method_json("n2v"),
+        seed=SEED,
+    conda:
+        CONDA_ENV
+    log:
+        f"{RES}/logs/groups/{{group}}/bootstrap_n2v.log",
+    benchmark:
+        f"{RES}/benchmarks/groups/{{group}}/bootstrap_n2v.tsv"
+    threads: network_threads(CFG.train.threads)
+    resources:
+        gpu=gpus("train"),
+        slurm_partition=partition("train"),
+        slurm_extra=gpu_extra("train"),
+        mem_mb=lambda wildcards, attempt: attempt * 12000,
+        runtime=lambda wildcards, attempt: int(math.ceil(attempt * TRAIN_MINUTES)),
+    shell:
+        "denoise train --group-members {input.members} --model-dir {params.model_dir}"
+        " --method n2v --params '{params.cfg}' --method-params '{params.method_cfg}'"
         " --seed {params.seed} 2> {log}"
 
 
