@@ -450,11 +450,16 @@ def _ingest_config() -> type:
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from denoise.metrics.evaluate import evaluate, write_tables
+    from denoise.metrics.next_frame import window_predictor
     from denoise.provenance import read_json
 
     outputs = _outputs(a.output_dir, a.method)
     noise = read_json(a.noise_model) if a.noise_model else None
-    result = evaluate(a.store, outputs, a.ground_truth or "", a.gt_axes or "", noise_params=noise)
+    # A method that sees neighbouring frames is rerun on leave-out windows (next-frame score).
+    window = window_predictor(a.method, outputs["denoised"], a.model_dir, noise, a.model_each_channel)
+    result = evaluate(
+        a.store, outputs, a.ground_truth or "", a.gt_axes or "", noise_params=noise, window=window
+    )
     result["ground_truth"] = {"uri": a.ground_truth, "axes": a.gt_axes}
     write_tables(result, a.json, a.tsv)
 
@@ -716,6 +721,17 @@ def _add_evaluate_report(sub: Any) -> None:
         "--noise-model",
         default=None,
         help="Noise-model JSON (for the no-reference residual check).",
+    )
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="Trained model directory (reruns a method that sees neighbouring frames on "
+        "leave-out windows for its next-frame score).",
+    )
+    p.add_argument(
+        "--model-each-channel",
+        action="store_true",
+        help="The model is a single-channel model applied to each channel.",
     )
     p.add_argument("--json", required=True, help="Metrics JSON.")
     p.add_argument("--tsv", required=True, help="Metrics TSV.")

@@ -28,6 +28,7 @@ import numpy as np
 from denoise.io.omezarr import open_image
 from denoise.io.readers import open_input
 from denoise.metrics.image import psnr_from_mse, ssim
+from denoise.metrics.next_frame import WindowPredictor, next_frame_figures
 from denoise.progress import progress
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def evaluate(
     gt_uri: str = "",
     gt_axes: str = "",
     noise_params: Mapping[str, Any] | None = None,
+    window: WindowPredictor | None = None,
 ) -> dict[str, Any]:
     """Metrics of the raw input and every output against the ground truth, per image and overall.
 
@@ -124,6 +126,9 @@ def evaluate(
         Axes of the ground truth; empty: from its metadata.
     noise_params
         Noise-model result (per channel) for the no-reference residual check.
+    window
+        The predictor of a method that sees neighbouring frames (``halo_t > 0``), for its
+        leave-out next-frame score (:func:`denoise.metrics.next_frame.window_predictor`).
 
     Returns
     -------
@@ -136,7 +141,7 @@ def evaluate(
     raw, axes, arrays = _open_sources(raw_store, outputs)
     base: dict[str, Any] = {"axes": axes, "shape": [int(n) for n in raw.shape]}
     noref = (
-        no_reference(raw, axes, {k: arrays[k] for k in outputs}, noise_params)
+        no_reference(raw, axes, {k: arrays[k] for k in outputs}, noise_params, window)
         if noise_params is not None or not gt_uri
         else None
     )
@@ -337,34 +342,35 @@ def _gain_db(
 
 
 def no_reference(
-    raw: Any, axes: str, outputs: Mapping[str, Any], noise_params: Mapping[str, Any] | None
+    raw: Any,
+    axes: str,
+    outputs: Mapping[str, Any],
+    noise_params: Mapping[str, Any] | None,
+    window: WindowPredictor | None = None,
 ) -> dict[str, Any]:
-    """Residual figures of every output, plane by plane, without ground truth.
+    """Residual figures of every output, plane by plane, and its next-frame score.
 
     Per output: the residual ``raw − output`` variance over the noise model's predicted variance
     (pooled over planes; ``None`` without a noise model) and the residual's lag-1
     autocorrelation along ``y`` and ``x`` (mean over planes); see
     :func:`denoise.metrics.noref.residual_check` for how to read them.  With two frames or more
-    along ``t``, also ``next_frame_mse``: the mean squared difference between each denoised
-    frame and the raw frames next to it (:func:`denoise.metrics.noref.next_frame_score`;
-    ``MSE + noise variance`` for a static scene, so lower is better and differences between
-    outputs are differences of their true MSE).
+    along ``t``, also ``next_frame`` (:func:`denoise.metrics.next_frame.next_frame_figures`:
+    the estimate of sampled frames ``t`` against raw frame ``t + 1``, frame ``t + 1`` left out
+    of the input of a method that sees neighbouring frames (``window``); ``MSE + noise
+    variance`` for a static scene, the same quantity for every method) and ``next_frame_mse``,
+    its score when the motion check does not declare it invalid (else None: not to rank by).
     """
     from denoise.metrics.noref import lag1_autocorrelation
     from denoise.noise.poisson_gaussian import channel_params, predicted_variance
 
-    # ``t`` innermost: each plane is read once, and the previous frame's planes are at hand for
-    # the next-frame pairs (out[t] vs raw[t − 1], out[t − 1] vs raw[t]).
-    lead = [a for a in axes if a not in "yxt"] + (["t"] if "t" in axes else [])
-    frames = raw.shape[axes.index("t")] if "t" in axes else 1
+    lead = [a for a in axes if a not in "yx"]
     combos = list(itertools.product(*(range(raw.shape[axes.index(a)]) for a in lead)))
     result: dict[str, Any] = {}
     bar = progress(len(outputs) * len(combos), "evaluate (no reference)", unit="plane")
     for name, arr in outputs.items():
-        res_sq = pred_sum = next_sq = 0.0
-        n = next_n = 0
+        res_sq = pred_sum = 0.0
+        n = 0
         acy, acx = [], []
-        prev: tuple[np.ndarray, np.ndarray] | None = None
         for combo in combos:
             bar.update(1)
             idx = dict(zip(lead, combo, strict=True))
@@ -380,14 +386,7 @@ def no_reference(
             ac = lag1_autocorrelation(r)
             acy.append(ac["y"])
             acx.append(ac["x"])
-            if frames > 1:
-                if idx["t"] > 0 and prev is not None:
-                    x0, d0 = prev
-                    next_sq += float(np.sum((d - x0) ** 2) + np.sum((d0 - x) ** 2))
-                    next_n += 2 * d.size
-                prev = (x, d)
         result[name] = {
-            "next_frame_mse": next_sq / next_n if next_n else None,
             "residual_var": res_sq / n,
             "variance_ratio": (res_sq / pred_sum)
             if noise_params is not None and pred_sum > 0
@@ -395,6 +394,10 @@ def no_reference(
             "autocorrelation": {"y": float(np.mean(acy)), "x": float(np.mean(acx))},
         }
     bar.close()
+    for name, arr in outputs.items():
+        nf = next_frame_figures(raw, axes, arr, noise_params, window, name)
+        result[name]["next_frame"] = nf
+        result[name]["next_frame_mse"] = nf["score"] if nf and nf["valid"] is not False else None
     return result
 
 
@@ -437,13 +440,14 @@ def write_tables(result: Mapping[str, Any], json_path: str | Path, tsv_path: str
                     "autocorr_y",
                     "autocorr_x",
                     "next_frame_mse",
+                    "next_frame_valid",
                 ]
             )
         ]
         for src, m in result["no_reference"].items():
             ac = m["autocorrelation"]
             vals = [m["residual_var"], m["variance_ratio"], ac["y"], ac["x"]]
-            vals.append(m.get("next_frame_mse"))
+            vals += [m.get("next_frame_mse"), (m.get("next_frame") or {}).get("valid")]
             lines.append("\t".join([src, *(_fmt(v) for v in vals)]))
     atomic_write_json(json_path, dict(result))
     atomic_write_text(tsv_path, "\n".join(lines) + "\n")

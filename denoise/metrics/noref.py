@@ -43,7 +43,10 @@ __all__ = [
     "frame_motion_check",
     "lag1_autocorrelation",
     "leave_out_next_frame_score",
+    "leave_out_window",
     "masked_pixel_score",
+    "motion_terms",
+    "motion_verdict",
     "next_frame_score",
     "rank_methods",
     "residual_check",
@@ -119,25 +122,43 @@ def frame_motion_check(
     if x.ndim < 3 or x.shape[0] < 2:
         raise ValueError(f"frame_motion_check needs (t >= 2, y, x) frames, got shape {x.shape}")
     params = channel_params(dict(noise_params), channel)
-    measured = [float(np.mean((x[t + 1] - x[t]) ** 2)) for t in range(x.shape[0] - 1)]
-    predicted = [
-        2.0 * float(np.mean(predicted_variance(params, 0.5 * (x[t + 1] + x[t]))))
-        for t in range(x.shape[0] - 1)
-    ]
-    ratio = float(np.sum(measured) / np.sum(predicted))
+    terms = [motion_terms(x[t], x[t + 1], params) for t in range(x.shape[0] - 1)]
+    verdict = motion_verdict(sum(m for m, _ in terms), sum(p for _, p in terms), max_ratio)
+    return {**verdict, "pair_ratios": [m / p for m, p in terms]}
+
+
+def motion_terms(a: np.ndarray, b: np.ndarray, params: Mapping[str, Any]) -> tuple[float, float]:
+    """``mean((b − a)²)`` of two consecutive raw frames and its static-scene prediction.
+
+    Parameters
+    ----------
+    a, b
+        Raw frames ``t`` and ``t + 1`` of one channel (same shape).
+    params
+        That channel's ``{"gain", "read_var", "offset"}``.
+
+    Returns
+    -------
+    measured, predicted
+        The measured mean square and ``2 · mean(predicted variance)`` at the pair's mean level;
+        pool them over pairs (sums) before taking their ratio (:func:`motion_verdict`).
+    """
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    measured = float(np.mean((b64 - a64) ** 2))
+    predicted = 2.0 * float(np.mean(predicted_variance(dict(params), 0.5 * (a64 + b64))))
+    return measured, predicted
+
+
+def motion_verdict(measured: float, predicted: float, max_ratio: float = MOTION_RATIO_MAX) -> dict[str, Any]:
+    """``valid``, ``ratio``, ``max_ratio`` and ``reason`` from pooled :func:`motion_terms`."""
+    ratio = float(measured / predicted) if predicted > 0 else float("inf")
     valid = ratio <= max_ratio
     reason = None if valid else (
         f"consecutive raw frames differ by {ratio:.2f}× what their noise explains (> {max_ratio}): "
         "the scene moves or changes between frames, so raw frame t+1 is not a noisy copy of "
         "frame t's signal and a next-frame score would mostly measure that change"
     )
-    return {
-        "valid": valid,
-        "ratio": ratio,
-        "max_ratio": max_ratio,
-        "pair_ratios": [m / p for m, p in zip(measured, predicted, strict=True)],
-        "reason": reason,
-    }
+    return {"valid": valid, "ratio": ratio, "max_ratio": max_ratio, "reason": reason}
 
 
 def leave_out_window(n: int, t: int, k: int) -> np.ndarray:

@@ -63,6 +63,10 @@ def _file_img(path: Path, alt: str) -> str:
 
 def _next_frame_sentence(row: Row) -> str:
     noref = row.metrics.get("no_reference") or row.predict.get("no_reference") or {}
+    reasons = {(v.get("next_frame") or {}).get("reason") for v in noref.values() if isinstance(v, dict)}
+    reasons.discard(None)
+    if reasons:
+        return f"<p>Next-frame score withheld: {esc(sorted(reasons)[0])}.</p>"
     nf = {k: v.get("next_frame_mse") for k, v in noref.items() if isinstance(v, dict)}
     nf = {k: float(v) for k, v in nf.items() if isinstance(v, (int, float))}
     if not nf:

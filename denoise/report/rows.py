@@ -180,14 +180,17 @@ def ranking(rows: list[Row]) -> tuple[str, list[tuple[Row, float]]]:
     """Rows of one input, best first, and the figure ranked by.
 
     The next-frame score (lower is better) when every row has one; else the PSNR against the
-    ground truth (higher is better) when every row has one; else ``("", [])``.
+    ground truth (higher is better) when every row has one; else ``("", [])``.  The keys
+    ``psnr_moving`` / ``moving`` say that the input has frames but its next-frame score was
+    declared invalid (the frames move), so it is not ranked by.
     """
     nf = [no_reference_score(r) for r in rows]
     if rows and all(v is not None for v in nf):
         pairs = sorted(zip(rows, nf, strict=True), key=lambda p: p[1])
         return "next_frame_mse", [(r, float(v)) for r, v in pairs]
+    moving = any((score_of(r).get("next_frame") or {}).get("valid") is False for r in rows)
     ps = [summary_of(r).get("psnr") for r in rows]
     if rows and all(isinstance(v, (int, float)) for v in ps):
         pairs = sorted(zip(rows, ps, strict=True), key=lambda p: -p[1])
-        return "psnr", [(r, float(v)) for r, v in pairs]
-    return "", []
+        return "psnr_moving" if moving else "psnr", [(r, float(v)) for r, v in pairs]
+    return "moving" if moving else "", []

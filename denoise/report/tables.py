@@ -16,6 +16,7 @@ from denoise.report.rows import STAGES, Row, ranking, score_of, summary_of
 __all__ = [
     "SCORE_NOTES",
     "metrics_table",
+    "next_frame_cell",
     "no_reference_table",
     "noise_table",
     "overview_table",
@@ -27,15 +28,28 @@ __all__ = [
 SCORE_NOTES = {
     "next_frame_mse": (
         "Ranked by the next-frame score, lower is better: the mean squared difference between "
-        "each denoised frame and the raw frames next to it. It estimates the MSE to the clean "
-        "signal plus the noise variance, so differences between methods are differences of "
-        "their true MSE. Valid for a static scene with noise independent between frames; "
-        "motion, drift or bleaching between frames adds to every method's score."
+        "the estimate of frame t and raw frame t+1, on up to 8 frames spread over the series "
+        "(the same frames for every method). A method that sees neighbouring frames is rerun "
+        "for these frames with frame t+1 left out of its input, so no method sees the frame it "
+        "is scored against. It estimates the MSE to the clean signal plus the noise variance, "
+        "so differences between methods are differences of their true MSE. Valid for a static "
+        "scene with noise independent between frames; it is withheld when consecutive raw "
+        "frames differ by more than their noise explains."
     ),
     "psnr": (
         "Ranked by PSNR against the ground truth, higher is better. No no-reference ranking: "
         "the next-frame score needs two or more frames of a static scene, and this input has "
         "a single frame (per plane)."
+    ),
+    "psnr_moving": (
+        "Ranked by PSNR against the ground truth, higher is better. No no-reference ranking: "
+        "consecutive raw frames differ by more than their noise explains (motion or change), "
+        "so the next-frame score would mostly measure that change (see each row's reason)."
+    ),
+    "moving": (
+        "Not ranked: consecutive raw frames differ by more than their noise explains (motion "
+        "or change), so the next-frame score would mostly measure that change (see each row's "
+        "reason), and there is no ground truth."
     ),
     "": (
         "Not ranked: the next-frame score needs two or more frames of a static scene and there "
@@ -44,6 +58,15 @@ SCORE_NOTES = {
         "the input's own, signal removed too."
     ),
 }
+
+
+def next_frame_cell(nr: dict[str, Any]) -> str:
+    """The next-frame score of one output, or why it is withheld (the motion check)."""
+    nf = nr.get("next_frame") or {}
+    if nf.get("valid") is False:
+        ratio = num(nf.get("motion_ratio"), "ratio")
+        return f'<span title="{esc(nf.get("reason") or "")}">invalid: motion ({ratio}× noise)</span>'
+    return num(nr.get("next_frame_mse"))
 
 
 def _link(path: Path | None, label: str, base: Path) -> str:
@@ -81,7 +104,7 @@ def overview_table(rows: list[Row], base: Path) -> str:
                 num(gt.get("psnr"), "db"),
                 num(gt.get("ssim"), "ssim"),
                 num(gain, "gain"),
-                num(nr.get("next_frame_mse")),
+                next_frame_cell(nr),
                 num(nr.get("variance_ratio"), "ratio"),
                 *secs,
                 seconds(sum(r.seconds.values()) if r.seconds else None),
@@ -115,7 +138,7 @@ def ranking_block(rows: list[Row]) -> str:
                 str(i + 1) if ranked else "–",
                 name,
                 esc(r.method),
-                num(nr.get("next_frame_mse")),
+                next_frame_cell(nr),
                 num(gt.get("psnr"), "db"),
                 num(gt.get("ssim"), "ssim"),
                 num(nr.get("variance_ratio"), "ratio"),
@@ -158,7 +181,7 @@ def no_reference_table(row: Row) -> str:
     body = [
         [
             esc(name),
-            num(v.get("next_frame_mse")),
+            next_frame_cell(v),
             num(v.get("residual_var")),
             num(v.get("variance_ratio"), "ratio"),
             num((v.get("autocorrelation") or {}).get("y"), "ratio"),

@@ -1,6 +1,9 @@
-# PSNR / SSIM / scale-invariant PSNR against the ground truth (datasets that have one).
+# PSNR / SSIM / scale-invariant PSNR against the ground truth (datasets that have one), and
+# the no-reference figures; a method that sees neighbouring frames is rerun on a few leave-out
+# windows for its next-frame score, so the row's model is an input.
 rule evaluate:
     input:
+        unpack(model_inputs),
         predict=rules.gather_predict.output[0],
         noise=rules.noise_model.output.json,
         gt=lambda w: [row(w).ground_truth] if Path(row(w).ground_truth).is_file() else [],
@@ -13,6 +16,7 @@ rule evaluate:
         method=lambda w: row(w).method,
         gt=lambda w: row(w).ground_truth,
         gt_axes=lambda w: row(w).ground_truth_axes,
+        model=model_dir_arg,
     conda:
         CONDA_ENV
     log:
@@ -20,11 +24,11 @@ rule evaluate:
     benchmark:
         f"{RES}/benchmarks/{{dataset}}/evaluate.tsv"
     resources:
-        # Plane by plane over the input and every output.
+        # Plane by plane over the input and every output (+ at most 8 leave-out predictions).
         mem_mb=mem_request(4000),
         runtime=runtime_request(10, per_gb=2),
         slurm_partition=partition(),
     shell:
         "denoise evaluate --store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
         " --ground-truth '{params.gt}' --gt-axes '{params.gt_axes}' --json {output.json}"
-        " --tsv {output.tsv} --noise-model {input.noise} 2> {log}"
+        " --tsv {output.tsv} --noise-model {input.noise} {params.model} 2> {log}"
