@@ -283,6 +283,8 @@ def validate_store(path: str | Path) -> None:
 
 def is_ome_zarr_v05(path: str | Path) -> bool:
     """True when ``path`` is a zarr v3 group carrying OME-NGFF 0.5 multiscales."""
+    if Path(path).is_file():  # a TIFF, PNG, .npy...: a group is a directory (or a URL)
+        return False
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception:

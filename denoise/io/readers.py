@@ -66,15 +66,15 @@ def _tiff_axes(series_axes: str) -> str:
     return out if "?" not in out and len(set(out)) == len(out) else ""
 
 
-def read_tiff(path: Path, axes: str = "") -> LazyImage:
+def _tiff_header(path: Path, lazy: bool) -> tuple[tuple[int, ...], str, Any]:
+    """Shape and tifffile axes of the first series, and (``lazy``) its zarr store, from one
+    open of the file; a truncated file fails here (the last page's data offsets are read)."""
     where = str(path)
     if path.stat().st_size == 0:
         raise InputError(f"{where}: the file is empty (0 bytes); {_RECOPY}")
     try:
         with tifffile.TiffFile(path) as tf:
             series = tf.series[0]
-            shape, taxes = series.shape, series.axes
-            # Touch the last page's data offsets so a truncated file fails here, not mid-run.
             last = series.keyframe if len(series.pages) == 1 else series.pages[-1]
             if last is not None and hasattr(last, "dataoffsets") and last.dataoffsets:
                 end = max(
@@ -85,23 +85,50 @@ def read_tiff(path: Path, axes: str = "") -> LazyImage:
                         f"{where}: the TIFF is truncated (image data ends at byte {end}, "
                         f"file has {path.stat().st_size}); re-copy or re-export the file"
                     )
-            ome_scale: dict[str, float] = {}
-        store = tifffile.imread(path, aszarr=True)
+            # The store as imread(aszarr=True) builds it; reads reopen the file (tifffile's
+            # file cache), so checking and reading an input opens it once here.
+            return tuple(series.shape), series.axes, tf.aszarr() if lazy else None
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _unreadable(where, exc) from exc
+
+
+def _unreadable(where: str, exc: Exception) -> InputError:
+    return InputError(f"{where}: not a readable TIFF ({type(exc).__name__}: {exc}); {_RECOPY}")
+
+
+def read_tiff(path: Path, axes: str = "") -> LazyImage:
+    where = str(path)
+    shape, taxes, store = _tiff_header(path, lazy=True)
+    try:
         arr = zarr.open(store, mode="r")
         if hasattr(arr, "array_keys"):  # a multiscale/group view: take level 0
             arr = arr[next(iter(arr.array_keys()))]
         data = da.from_zarr(arr)
-    except InputError:
-        raise
     except Exception as exc:
-        raise InputError(
-            f"{where}: not a readable TIFF ({type(exc).__name__}: {exc}); {_RECOPY}"
-        ) from exc
-    found = _tiff_axes(taxes)
-    ax = _resolve_axes(axes, found, data.ndim, where)
-    if data.shape != tuple(shape):
+        raise _unreadable(where, exc) from exc
+    ax = _resolve_axes(axes, _tiff_axes(taxes), data.ndim, where)
+    if data.shape != shape:
         data = data.reshape(shape)
-    return LazyImage(data, ax, where, scale=ome_scale, meta={"tiff_axes": taxes})
+    return LazyImage(data, ax, where, scale={}, meta={"tiff_axes": taxes})
+
+
+def probe_input(uri: str, axes: str = "") -> tuple[str, tuple[int, ...]]:
+    """Axes and shape of an input as :func:`open_input` gives them, without building the lazy
+    array where the format allows it (a TIFF: its header only, one open of the file).
+
+    Raises
+    ------
+    InputError
+        As :func:`open_input`.
+    """
+    p = Path(uri)
+    if uri.lower().endswith((".tif", ".tiff")) and p.is_file():
+        shape, taxes, _ = _tiff_header(p, lazy=False)
+        return _resolve_axes(axes, _tiff_axes(taxes), len(shape), str(p)), shape
+    image = open_input(uri, axes)
+    return image.axes, tuple(image.data.shape)
 
 
 def read_png_series(pattern: str, axes: str = "") -> LazyImage:

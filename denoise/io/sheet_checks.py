@@ -1,6 +1,7 @@
 """Up-front checks of a dataset sheet's inputs, run before any job starts.
 
-Opening an input lazily reads only its metadata, so every row can be checked in seconds:
+Each input is opened once, for its metadata only (:func:`denoise.io.readers.probe_input`: a
+TIFF's header, no lazy array built), so a sheet of a thousand rows is checked in seconds:
 the file exists and is readable, its axes match its dimensions, the ground truth too, and
 the input has what the row's method needs of it (``needs``: ``frames`` wants a ``t`` axis of at
 least 2 frames; the row's ``needs`` come from the method registry via ``DatasetRow.needs``),
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from denoise.io.bmz_package import is_bmz_package, package_meta
-from denoise.io.readers import InputError, open_input
+from denoise.io.readers import InputError, probe_input
 from denoise.provenance import read_json
 from denoise.settings import ConfigError
 
@@ -41,23 +42,19 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
             if not uri:
                 continue
             try:
-                image = open_input(uri, axes)
+                found, shape = probe_input(uri, axes)
             except (InputError, ValueError, OSError) as exc:
                 problems.append(f"{where}: key '{key}': {exc}")
                 continue
             if key == "uri" and row.group:
-                grouped.append((i, row, image.axes, tuple(image.data.shape)))
+                grouped.append((i, row, found, shape))
             if key == "uri" and "frames" in row.needs:
-                problem = _frames_problem(row.method, image.axes, image.data.shape)
+                problem = _frames_problem(row.method, found, shape)
                 if problem:
                     problems.append(f"{where}: key 'uri': {problem}")
             if key == "uri" and row.model:
                 for problem in model_problems(
-                    row.model,
-                    row.method,
-                    image.axes,
-                    image.data.shape,
-                    each_channel=row.model_each_channel,
+                    row.model, row.method, found, shape, each_channel=row.model_each_channel
                 ):
                     problems.append(f"{where}: key 'model': {problem}")
     problems += group_input_problems(grouped, sheet)

@@ -11,13 +11,16 @@ import numpy as np
 
 from denoise.config import load_workflow_config, read_dataset_sheet, to_json
 from denoise.io.bmz_package import is_bmz_package
-from denoise.io.omezarr import is_ome_zarr_v05
+from denoise.io.omezarr import is_ome_zarr_v05 as _is_ome_zarr_v05
 from denoise.io.sheet_checks import check_sheet_inputs
 from denoise.methods.registry import get_method
 
 envvars:
     "PATH",
 
+
+# Once per input and process: every job's params ask (raw_store), 7 jobs a row on a large sheet.
+is_ome_zarr_v05 = functools.cache(_is_ome_zarr_v05)
 
 # The `denoise` console script lives next to the Python running Snakemake (a venv's bin/).
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
