@@ -282,6 +282,14 @@ def _model_checks(a: argparse.Namespace, predictor: Any) -> Any:
     return predictor
 
 
+def _is_foreign(model_dir: str) -> bool:
+    """True for a model directory imported from a foreign BMZ package (model.json bmz_foreign)."""
+    from denoise.provenance import read_json
+
+    path = Path(model_dir) / "model.json"
+    return path.is_file() and "bmz_foreign" in read_json(path)
+
+
 def cmd_init_output(a: argparse.Namespace) -> None:
     from denoise.predict.runner import init_output
     from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions
@@ -330,11 +338,16 @@ def cmd_predict(a: argparse.Namespace) -> None:
         )
     noise = read_json(a.noise_model) if a.noise_model else None
     settings = _method_settings(a.method, a.method_params, "predict --method-params")
-    predictor = build_predictor(
-        a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise, settings=settings
-    )
-    if a.model_dir:
-        predictor = _model_checks(a, predictor)
+    if a.model_dir and _is_foreign(a.model_dir):  # a foreign BMZ package's network
+        from denoise.export.bmz_foreign import foreign_predictor
+
+        predictor = foreign_predictor(a.model_dir, cfg, a.store)
+    else:
+        predictor = build_predictor(
+            a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise, settings=settings
+        )
+        if a.model_dir:
+            predictor = _model_checks(a, predictor)
     summary = predict_units(
         a.store,
         outputs,

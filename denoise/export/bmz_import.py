@@ -6,7 +6,8 @@ hyper-parameters and the per-channel training statistics; ``config.denoise`` hol
 receptive field and the original model's checksum.  :func:`import_bmz` rebuilds the U-Net from
 them and writes ``model.pt`` + ``model.json`` with :func:`denoise.models.store.save_model`, so
 a package serves as the sheet's ``model`` (or ``denoise apply --model``) like a model directory.
-Only packages written by our exporter are read (they carry ``config.denoise``).
+Packages written by our exporter carry ``config.denoise``; any other package is imported as a
+foreign N2V-type package by :func:`denoise.export.bmz_foreign.import_foreign`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 import yaml
 
-from denoise.io.bmz_package import read_package
+from denoise.export.bmz_foreign import import_foreign
+from denoise.io.bmz_package import is_our_package, read_package
 from denoise.models.store import save_model
 from denoise.models.unet import UNet
 from denoise.provenance import file_sha256
@@ -29,7 +31,13 @@ WRAPPER_KWARGS = ("mean", "std", "halo", "constant")
 
 
 def import_bmz(package: str | Path, model_dir: str | Path) -> dict[str, Any]:
-    """Write ``model_dir`` (model.pt + model.json) from one of our BMZ packages; returns model.json."""
+    """Write ``model_dir`` (model.pt + model.json) from a BMZ package; returns model.json.
+
+    Our packages give back the U-Net; a foreign N2V-type package its TorchScript program
+    (:func:`denoise.export.bmz_foreign.import_foreign`).
+    """
+    if not is_our_package(package):
+        return import_foreign(package, model_dir)
     kwargs, ours = read_package(package)
     with zipfile.ZipFile(package) as zf:
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
