@@ -106,8 +106,10 @@ class DatasetRow(_Strict):
         "",
         pattern=r"^[A-Za-z0-9_.-]*$",
         description=(
-            "Rows with the same group share one model (N2V family: n2v, n2v2), trained once on "
-            "patches from all of their stores, then predicted row by row. Empty: no group."
+            "Rows with the same group share one model (trained methods: n2v, n2v2, pn2v, "
+            "deconoising, spatiotemporal), trained once on patches from all of their stores "
+            "(PN2V: with one noise model fitted on the group; DecoNoising: one PSF), then "
+            "predicted row by row. Empty: no group."
         ),
     )
     model_each_channel: bool = Field(
@@ -225,7 +227,7 @@ def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
 
 #: Methods whose rows may share a ``group`` model: one network per group, and for PN2V one
 #: noise model per group (fitted on all the group's stores), for DecoNoising one PSF.
-GROUP_METHODS = ("n2v", "n2v2", "pn2v", "deconoising")
+GROUP_METHODS = ("n2v", "n2v2", "pn2v", "deconoising", "spatiotemporal")
 #: Row settings the rows of one group must share, with the method need that makes them count:
 #: the group has one noise model (PN2V), fitted once, and one PSF (DecoNoising).
 GROUP_SHARED = {

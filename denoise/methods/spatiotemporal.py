@@ -49,7 +49,7 @@ from pydantic import Field
 
 from denoise.methods.masking import mask_batch
 from denoise.methods.objectives import N2VObjective
-from denoise.methods.patches import PatchSampler
+from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.unet import UNet
 from denoise.predict.network import NetworkPredictor, unet_forward
@@ -95,34 +95,39 @@ class WindowPatchSource(SeededBatches):
     index)``.
     """
 
-    def __init__(self, sampler: PatchSampler, cfg: TrainConfig, seed: int, k: int) -> None:
-        if "t" not in sampler.axes:
-            raise ValueError(
-                f"{sampler.store}: method {NAME} needs a t axis (axes are '{sampler.axes}')"
-            )
+    def __init__(
+        self, sampler: PatchSampler | MultiStoreSampler, cfg: TrainConfig, seed: int, k: int
+    ) -> None:
+        # a sheet group: each window first picks its store, in proportion to the store's size
+        self.parts = sampler.samplers if isinstance(sampler, MultiStoreSampler) else [sampler]
+        for part in self.parts:
+            if "t" not in part.axes:
+                raise ValueError(
+                    f"{part.store}: method {NAME} needs a t axis (axes are '{part.axes}')"
+                )
         self.sampler, self.cfg, self.seed, self.k = sampler, cfg, seed, int(k)
         self.ndim = 2
         self.batch_size = cfg.batch_size
-        self.others = [a for a in sampler.sample_axes if a != "t"]  # c and z: samples
-        self.other_shape = tuple(sampler.shape[sampler.axes.index(a)] for a in self.others)
-        self.n_t = sampler.shape[sampler.axes.index("t")]
 
     def window(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One normalised, augmented ``(2k + 1, *patch)`` window and its frame indices."""
-        s = self.sampler
+        s = self.parts[0]
+        if len(self.parts) > 1:
+            s = self.parts[int(rng.choice(len(self.parts), p=self.sampler.weights))]
         k = self.k
-        t = int(rng.integers(self.n_t))
-        flat = int(rng.integers(int(np.prod(self.other_shape, dtype=np.int64))))
+        others = [a for a in s.sample_axes if a != "t"]  # c and z: samples
+        other_shape = tuple(s.shape[s.axes.index(a)] for a in others)
+        n_t = s.shape[s.axes.index("t")]
+        t = int(rng.integers(n_t))
+        flat = int(rng.integers(int(np.prod(other_shape, dtype=np.int64))))
         other = (
-            dict(zip(self.others, np.unravel_index(flat, self.other_shape), strict=True))
-            if self.others
-            else {}
+            dict(zip(others, np.unravel_index(flat, other_shape), strict=True)) if others else {}
         )
         spatial = [s.shape[s.axes.index(a)] for a in s.spatial_axes]
         origin = [int(rng.integers(n - p + 1)) for n, p in zip(spatial, s.patch, strict=True)]
         rot = int(rng.integers(4)) if s.square else 2 * int(rng.integers(2))
         flip, reverse = bool(rng.integers(2)), bool(rng.integers(2))
-        idx = reflect_index(t - k, t + k + 1, self.n_t)
+        idx = reflect_index(t - k, t + k + 1, n_t)
         lo, hi = int(idx.min()), int(idx.max()) + 1
         sel: list[Any] = []
         for a in s.axes:
@@ -165,7 +170,7 @@ class WindowPatchSource(SeededBatches):
 
 
 def train_spatiotemporal(
-    store: str | Path,
+    store: str | Path | list[str | Path],
     model_dir: str | Path,
     cfg: TrainConfig,
     seed: int,
@@ -176,14 +181,24 @@ def train_spatiotemporal(
 ) -> dict[str, Any]:
     """Train the spatiotemporal blind-spot U-Net on ``store`` (a ``t`` axis is required).
 
-    Returns :func:`~denoise.training.loop.train_loop`'s summary with ``halo_t`` added.
+    A list of stores is a sheet group: windows from all of them (each window's store drawn in
+    proportion to its size, :class:`~denoise.methods.patches.MultiStoreSampler`'s pooled
+    normalisation).  Returns :func:`~denoise.training.loop.train_loop`'s summary with
+    ``halo_t`` added.
     """
     if cfg.dims == "3d":
         raise ValueError(
             f"method {NAME} is 2D (frames × y × x, per z plane); set train.dims to auto or 2d"
         )
     settings = SpatiotemporalSettings(k=k)
-    sampler = PatchSampler(store, cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, "2d")
+    sampler: PatchSampler | MultiStoreSampler
+    if isinstance(store, list | tuple) and len(store) > 1:
+        sampler = MultiStoreSampler(
+            list(store), cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, "2d"
+        )
+    else:
+        one = store[0] if isinstance(store, list | tuple) else store
+        sampler = PatchSampler(one, cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, "2d")
     source = WindowPatchSource(sampler, cfg, seed, settings.k)
     objective = SpatiotemporalObjective(settings.k)
 
@@ -275,7 +290,8 @@ def spatiotemporal_predictor(request: PredictRequest) -> WindowNetworkPredictor:
 
 def _train_request(request: TrainRequest) -> dict[str, Any]:
     return train_spatiotemporal(
-        request.store, request.model_dir, request.train, request.seed,
+        list(request.stores) if request.stores else request.store,
+        request.model_dir, request.train, request.seed,
         k=int(request.settings.k), fingerprint=request.fingerprint,
     )  # fmt: skip
 
