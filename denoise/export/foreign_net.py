@@ -141,7 +141,7 @@ def script_reach(net: ForeignNetwork) -> int:
                 x = torch.zeros((1, 1) + (n,) * net.ndim)
                 x[(0, 0) + (c + off,) * net.ndim] = 1.0
                 y = (probe(x) - zero).abs().sum(dim=(0, 1))
-                nz = torch.nonzero(y > 1e-6 * float(y.max()))
+                nz = torch.nonzero(y > 0)
                 if nz.numel():
                     reach = max(reach, int((nz - (c + off)).abs().max()))
             if reach < n // 2 - m:
