@@ -469,7 +469,14 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     outputs = _outputs(a.output_dir, a.method)
     noise = read_json(a.noise_model) if a.noise_model else None
     # A method that sees neighbouring frames is rerun on leave-out windows (next-frame score).
-    window = window_predictor(a.method, outputs["denoised"], a.model_dir, noise, a.model_each_channel)
+    given = {
+        "predict_config": json.loads(a.params) if a.params else None,
+        "method_settings": json.loads(a.method_params) if a.method_params else None,
+        "seed": a.seed,
+    }
+    window = window_predictor(
+        a.method, outputs["denoised"], a.model_dir, noise, a.model_each_channel, given
+    )
     result = evaluate(
         a.store, outputs, a.ground_truth or "", a.gt_axes or "", noise_params=noise, window=window
     )
@@ -688,7 +695,7 @@ def _add_apply(sub: Any) -> None:
         "--model",
         required=True,
         metavar="MODEL_DIR",
-        help="Trained model directory, or a BMZ package (.zip) written by export-bmz.",
+        help="Trained model directory, or a BMZ package (.zip): ours (export-bmz) or a foreign N2V-type one.",
     )
     p.add_argument(
         "--input",
@@ -746,6 +753,17 @@ def _add_evaluate_report(sub: Any) -> None:
         action="store_true",
         help="The model is a single-channel model applied to each channel.",
     )
+    p.add_argument(
+        "--params",
+        default=None,
+        help="PredictConfig JSON as given to predict (default: recorded in the output store).",
+    )
+    p.add_argument(
+        "--method-params",
+        default=None,
+        help="Method settings JSON as given to predict (default: recorded in the output store).",
+    )
+    p.add_argument("--seed", type=int, default=None, help="Seed as given to predict.")
     p.add_argument("--json", required=True, help="Metrics JSON.")
     p.add_argument("--tsv", required=True, help="Metrics TSV.")
     p.set_defaults(func=cmd_evaluate)
@@ -785,9 +803,9 @@ def _add_tools(sub: Any) -> None:
 
     p = sub.add_parser(
         "import-bmz",
-        help="A BMZ package of ours (from export-bmz) back into a model directory (model.pt + model.json).",
+        help="A BMZ package (ours from export-bmz, or a foreign N2V-type one) into a model directory (model.pt + model.json).",
     )
-    p.add_argument("package", metavar="PACKAGE", help="BMZ package (.zip) written by export-bmz.")
+    p.add_argument("package", metavar="PACKAGE", help="BMZ package (.zip): ours (export-bmz) or a foreign N2V-type one (README, Model export).")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="Model directory to write.")
     p.set_defaults(func=cmd_import_bmz)
 

@@ -375,3 +375,35 @@ def test_foreign_package_as_sheet_model(tmp_path):
         assert "row 1 (pure): key 'model'" in out and "careamics.models.unet" in out
     assert "row 2 (onnx): key 'model'" in out and "no usable weights format" in out
     assert "row 3 (fine)" not in out
+
+
+def _as_v04(rdf: dict) -> None:
+    """The CAREamics rdf.yaml written in model format 0.4 (same weights, same normalisation)."""
+    pre = rdf["inputs"][0]["preprocessing"][1]["kwargs"]
+    post = rdf["outputs"][0]["postprocessing"][0]["kwargs"]
+    rdf["format_version"] = "0.4.10"
+    rdf["inputs"] = [{
+        "name": "input", "axes": "bcyx", "data_type": "float32",
+        "shape": {"min": [1, 1, 8, 8], "step": [0, 0, 4, 4]},
+        "preprocessing": [{"name": "zero_mean_unit_variance", "kwargs": {
+            "mode": "fixed", "axes": "yx", "mean": pre["mean"], "std": pre["std"]}}],
+    }]
+    rdf["outputs"] = [{
+        "name": "prediction", "axes": "bcyx", "data_type": "float32", "halo": [0, 0, 8, 8],
+        "shape": {"reference_tensor": "input", "scale": [1, 1, 1, 1], "offset": [0, 0, 0, 0]},
+        "postprocessing": [{"name": "zero_mean_unit_variance", "kwargs": {
+            "mode": "fixed", "axes": "yx", "mean": post["mean"], "std": post["std"]}}],
+    }]
+    rdf["weights"] = {"torchscript": rdf["weights"]["torchscript"]}
+
+
+def test_model_format_04(tmp_path):
+    """The same network described in model format 0.4 gives the same output as the 0.5 package."""
+    pkg = _edited(tmp_path, "v04", _as_v04)
+    spec = read_foreign_spec(pkg)
+    assert (spec.in_axes, spec.step, spec.min_size, spec.halo) == ("bcyx", 4, (8, 8), 8)
+    assert [n for n, _ in spec.pre] == [n for n, _ in spec.post] == ["fixed_zero_mean_unit_variance"]
+    _apply(pkg, FISH, tmp_path / "v04")
+    _apply(CAREAMICS, FISH, tmp_path / "v05")
+    a, b = (_array(tmp_path / v / "denoised.ome.zarr") for v in ("v04", "v05"))
+    assert np.array_equal(a, b)
