@@ -44,6 +44,7 @@ rule train:
 # A sheet group's members file: one line (store, ingest sentinel) per row, read by the group's
 # train / bootstrap / noise-model jobs (a group of any size keeps a short command line).
 rule group_members:
+    localrule: True
     output:
         f"{RES}/groups/{{group}}/members.tsv",
     params:
