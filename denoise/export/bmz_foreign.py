@@ -95,9 +95,9 @@ def program_of(package: str | Path, spec: ForeignSpec) -> tuple[bytes, str]:
 def _checked_network(blob: bytes, spec: ForeignSpec) -> tuple[ForeignNetwork, int]:
     """The network on its lattice step (the spec's, checked; or found) and its receptive field."""
     probe = ForeignNetwork.from_bytes(blob, spec.ndim, spec.step or 1, spec.in_axes, spec.out_axes)
-    margin = script_reach(probe) + 64  # one phase only: a lattice step adds at most 64 px
-    step = spec.step or lattice_step(probe, margin)
-    if spec.step and not shift_equivariant(probe, step, margin):
+    reach = script_reach(probe)  # at one phase only: a lattice step m adds less than m px
+    step = spec.step or lattice_step(probe, reach)
+    if spec.step and not shift_equivariant(probe, step, reach + step):
         raise ValueError(
             f"the network is not shift-equivariant on the spec's step {step} px: tiled "
             "prediction cannot reproduce it"

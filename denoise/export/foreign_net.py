@@ -157,7 +157,7 @@ def shift_equivariant(net: ForeignNetwork, step: int, margin: int) -> bool:
     """True when shifting the input by ``step`` px along every axis shifts the output alike,
     ``margin`` px away from the borders (to 1e-4 of the output's spread)."""
     nd = net.ndim
-    n = -(-(2 * margin + 64 + 1) // 64) * 64  # a multiple of every step tried
+    n = -(-(2 * margin + step + 8) // 64) * 64  # a multiple of every step tried
     big = torch.randn((1, 1) + (n + 64,) * nd, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ya = net(big[(..., *[slice(0, n)] * nd)])
@@ -168,8 +168,9 @@ def shift_equivariant(net: ForeignNetwork, step: int, margin: int) -> bool:
     return bool(torch.allclose(ia, ib, atol=tol, rtol=1e-4))
 
 
-def lattice_step(net: ForeignNetwork, margin: int) -> int:
-    """The smallest step of :data:`STEPS` the network is shift-equivariant on.
+def lattice_step(net: ForeignNetwork, reach: int) -> int:
+    """The smallest step of :data:`STEPS` the network is shift-equivariant on (``reach``: its
+    receptive field at one phase; on a lattice of step ``m`` no phase reaches ``m`` px further).
 
     Raises
     ------
@@ -177,7 +178,7 @@ def lattice_step(net: ForeignNetwork, margin: int) -> int:
         When there is none (not a fully convolutional network).
     """
     for step in STEPS:
-        if shift_equivariant(net, step, margin):
+        if shift_equivariant(net, step, reach + step):
             return step
     raise ValueError(
         f"the network is not shift-equivariant on any lattice step up to {STEPS[-1]} px "

@@ -40,17 +40,23 @@ from torch import nn
 
 
 class TinyNet(nn.Module):
-    """Two-level conv net (max-pool, nearest upsampling, skip): lattice step 2."""
+    """Two-level conv net (max-pool, nearest upsampling, skip): lattice step 2; 2D or 3D."""
 
-    def __init__(self, features: int = 4):
+    def __init__(self, features: int = 4, ndim: int = 2):
         super().__init__()
-        self.a = nn.Conv2d(1, features, 3, padding=1)
-        self.b = nn.Conv2d(features, features, 3, padding=1)
-        self.c = nn.Conv2d(2 * features, 1, 1)
+        conv = nn.Conv2d if ndim == 2 else nn.Conv3d
+        self.nd = ndim
+        self.a = conv(1, features, 3, padding=1)
+        self.b = conv(features, features, 3, padding=1)
+        self.c = conv(2 * features, 1, 1)
 
     def forward(self, x):
         s = torch.relu(self.a(x))
-        d = torch.relu(self.b(nn.functional.max_pool2d(s, 2)))
+        if self.nd == 2:
+            p = nn.functional.max_pool2d(s, 2)
+        else:
+            p = nn.functional.max_pool3d(s, 2)
+        d = torch.relu(self.b(p))
         u = nn.functional.interpolate(d, scale_factor=2.0, mode="nearest")
         return self.c(torch.cat([u, s], 1))
 '''
@@ -69,12 +75,12 @@ def _program(package: Path) -> torch.jit.ScriptModule:
 
 
 def by_hand(net: torch.nn.Module, x: np.ndarray, halo: int, step: int, pre, post) -> np.ndarray:
-    """``post(net(pre(x)))`` on the whole image, reflect-padded by ``halo`` (+ to the step)."""
+    """``post(net(pre(x)))`` on the whole image (2D or 3D), reflect-padded by ``halo`` (+ to the step)."""
     xn = pre(x.astype(np.float32)).astype(np.float32)
     xp = np.pad(xn, [(halo, halo + (-n) % step) for n in x.shape], mode="reflect")
     with torch.no_grad():
         y = net(torch.from_numpy(xp)[None, None])[0, 0].numpy()
-    return post(y[halo : halo + x.shape[0], halo : halo + x.shape[1]])
+    return post(y[tuple(slice(halo, halo + n) for n in x.shape)])
 
 
 def _apply(package: Path, image: Path, out: Path, axes: str = "yx", *extra: str) -> dict:
@@ -137,7 +143,7 @@ def test_careamics_state_dict_only_is_refused():
 
 
 # ------------------------------------------------------------------- generated packages
-def _build(work: Path, weights: str, pre: str) -> Path:
+def _build(work: Path, weights: str, pre: str, ndim: int = 2) -> Path:
     """A tiny foreign 0.5 package written with bioimageio.spec; returns the .zip."""
     import importlib.util
 
@@ -150,10 +156,10 @@ def _build(work: Path, weights: str, pre: str) -> Path:
     mod = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(mod)
     torch.manual_seed(3)
-    net = mod.TinyNet(features=4).eval()
+    net = mod.TinyNet(features=4, ndim=ndim).eval()
     torch.save(net.state_dict(), work / "weights.pt")
     torch.jit.script(net).save(str(work / "weights_ts.pt"))
-    x = np.random.default_rng(0).normal(100, 10, (1, 1, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(0).normal(100, 10, (1, 1, *(16,) * ndim)).astype(np.float32)
     np.save(work / "in.npy", x)
     np.save(work / "out.npy", x)  # test tensors are not used here
     (work / "README.md").write_text("# tiny foreign test package\n")
@@ -166,30 +172,32 @@ def _build(work: Path, weights: str, pre: str) -> Path:
                 source=work / "weights.pt",
                 pytorch_version=tv,
                 architecture=bmz.ArchitectureFromFileDescr(
-                    source=work / "tiny_arch.py", callable=bmz.Identifier("TinyNet"), kwargs={"features": 4}
+                    source=work / "tiny_arch.py", callable=bmz.Identifier("TinyNet"), kwargs={"features": 4, "ndim": ndim}
                 ),
             )
         }
     )
     steps = {
         "zmuv": bmz.ZeroMeanUnitVarianceDescr(
-            kwargs=bmz.ZeroMeanUnitVarianceKwargs(axes=[bmz.AxisId("y"), bmz.AxisId("x")])
+            kwargs=bmz.ZeroMeanUnitVarianceKwargs(axes=[bmz.AxisId(a) for a in "zyx"[3 - ndim :]])
         ),
         "range": bmz.ScaleRangeDescr(
-            kwargs=bmz.ScaleRangeKwargs(axes=[bmz.AxisId("y"), bmz.AxisId("x")], min_percentile=1, max_percentile=99.5)
+            kwargs=bmz.ScaleRangeKwargs(
+                axes=[bmz.AxisId(a) for a in "zyx"[3 - ndim :]], min_percentile=1, max_percentile=99.5
+            )
         ),
     }
 
     def axes(kind: str) -> list:
         if kind == "in":
             size = bmz.ParameterizedSize(min=8, step=2)
-            sp = [bmz.SpaceInputAxis(id=bmz.AxisId(a), size=size) for a in "yx"]
+            sp = [bmz.SpaceInputAxis(id=bmz.AxisId(a), size=size) for a in "zyx"[3 - ndim :]]
         else:
             sp = [
                 bmz.SpaceOutputAxis(
                     id=bmz.AxisId(a), size=bmz.SizeReference(tensor_id=bmz.TensorId("raw"), axis_id=bmz.AxisId(a))
                 )
-                for a in "yx"
+                for a in "zyx"[3 - ndim :]
             ]
         return [bmz.BatchAxis(), bmz.ChannelAxis(channel_names=[bmz.Identifier("c0")]), *sp]
 
@@ -245,6 +253,23 @@ def test_generated_package_tiled_equals_by_hand(tmp_path, weights, pre):
         theirs = np.asarray(theirs.members["denoised"].data).squeeze()
         r = meta["receptive_field"]
         assert np.abs(got - theirs)[r:-r, r:-r].max() <= 1e-5 * np.ptp(ref)
+
+
+def test_3d_package_on_a_stack(tmp_path):
+    """A 3D (b c z y x) package on a zyx stack: the whole volume is the sample."""
+    pytest.importorskip("bioimageio.core")
+    pkg = _build(tmp_path / "pkg", "torchscript", "zmuv", ndim=3)
+    stack = Path(__file__).resolve().parents[2] / ".test" / "data" / "nuclei3d.tif"
+    assert model_problems(pkg, "n2v", "yx", (40, 40))[0].endswith("give the z axis in the 'axes' column")
+    meta = _apply(pkg, stack, tmp_path / "out", "zyx", "--params", '{"tile": 16, "tile_z": 8, "threads": 1}')
+    assert (meta["ndim"], meta["multiple"]) == (3, 2)
+    got = _array(tmp_path / "out" / "denoised.ome.zarr")
+    net = torch.jit.load(str(tmp_path / "pkg" / "weights_ts.pt"))
+    ref = by_hand(
+        net, tifffile.imread(stack), meta["halo"], 2, lambda v: _whole(v, "zmuv"), lambda y: y * np.float32(30) + np.float32(5)
+    )
+    assert got.shape == ref.shape == (12, 40, 40)
+    assert np.abs(got - ref).max() <= 1e-5 * np.ptp(ref)
 
 
 def test_per_sample_statistics_per_channel(tmp_path):
