@@ -469,7 +469,14 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     outputs = _outputs(a.output_dir, a.method)
     noise = read_json(a.noise_model) if a.noise_model else None
     # A method that sees neighbouring frames is rerun on leave-out windows (next-frame score).
-    window = window_predictor(a.method, outputs["denoised"], a.model_dir, noise, a.model_each_channel)
+    given = {
+        "predict_config": json.loads(a.params) if a.params else None,
+        "method_settings": json.loads(a.method_params) if a.method_params else None,
+        "seed": a.seed,
+    }
+    window = window_predictor(
+        a.method, outputs["denoised"], a.model_dir, noise, a.model_each_channel, given
+    )
     result = evaluate(
         a.store, outputs, a.ground_truth or "", a.gt_axes or "", noise_params=noise, window=window
     )
@@ -746,6 +753,17 @@ def _add_evaluate_report(sub: Any) -> None:
         action="store_true",
         help="The model is a single-channel model applied to each channel.",
     )
+    p.add_argument(
+        "--params",
+        default=None,
+        help="PredictConfig JSON as given to predict (default: recorded in the output store).",
+    )
+    p.add_argument(
+        "--method-params",
+        default=None,
+        help="Method settings JSON as given to predict (default: recorded in the output store).",
+    )
+    p.add_argument("--seed", type=int, default=None, help="Seed as given to predict.")
     p.add_argument("--json", required=True, help="Metrics JSON.")
     p.add_argument("--tsv", required=True, help="Metrics TSV.")
     p.set_defaults(func=cmd_evaluate)

@@ -81,14 +81,16 @@ def window_predictor(
     model_dir: str | Path | None,
     noise_params: Mapping[str, Any] | None,
     each_channel: bool = False,
+    given: Mapping[str, Any] | None = None,
 ) -> WindowPredictor | None:
     """The predictor that wrote ``output_store``, when it sees neighbouring frames; else None.
 
     Built only for methods that declare ``needs: frames`` (:mod:`denoise.methods.registry`),
-    from the predict configuration, method settings and seed the store's ``denoise``
-    attributes record (:func:`denoise.predict.runner.init_output`) and the row's model
-    directory (``each_channel``: a single-channel model applied to every channel); None when
-    its ``halo_t`` is 0.
+    with the row's model directory (``each_channel``: a single-channel model applied to every
+    channel) and the ``predict_config``, ``method_settings`` and ``seed`` of the prediction:
+    those in ``given`` (what ``evaluate`` was passed, as ``predict`` was), else those the
+    store's ``denoise`` attributes record (:func:`denoise.predict.runner.init_output` via
+    ``denoise init-output``).  None when its ``halo_t`` is 0.
     """
     import zarr
 
@@ -98,16 +100,20 @@ def window_predictor(
     if "frames" not in get_method(method).needs:
         return None
     attrs = dict(zarr.open_group(str(output_store), mode="r").attrs).get("denoise", {})
-    if "predict_config" not in attrs:
+    run = {k: attrs[k] for k in ("predict_config", "method_settings", "seed") if k in attrs}
+    run.update({k: v for k, v in (given or {}).items() if v is not None})
+    missing = [k for k in ("predict_config", "method_settings") if k not in run]
+    if missing:
         raise ValueError(
-            f"{output_store}: no predict configuration recorded; the leave-out next-frame score "
-            f"of '{method}' needs the predictor that wrote it (rerun predict)"
+            f"{output_store}: {missing} of the prediction are neither given nor recorded; the "
+            f"leave-out next-frame score of '{method}' reruns its predictor: pass evaluate the "
+            "--params and --method-params that predict was given"
         )
-    cfg = PredictConfig(**{k: v for k, v in attrs["predict_config"].items() if k != "scatter"})
+    cfg = PredictConfig.model_validate(dict(run["predict_config"]))
     predictor = build_predictor(
-        method, cfg, int(attrs.get("seed", 0)), model_dir=model_dir,
+        method, cfg, int(run.get("seed", 0)), model_dir=model_dir,
         noise_model=None if noise_params is None else dict(noise_params),
-        settings=attrs.get("method_settings") or None,
+        settings=dict(run["method_settings"]),
     )
     found = WindowPredictor(predictor, int(cfg.tile), int(cfg.tile_z), int(cfg.batch_size), each_channel)
     return found if found.halo_t > 0 else None

@@ -145,6 +145,25 @@ def test_window_method_never_sees_the_frame_it_is_scored_against(tmp_path: Path)
     assert np.mean(biased) < 0.9 * nf["score"]  # what the stored output would have scored
 
 
+def test_window_predictor_rebuilt_from_what_predict_recorded_or_was_given(tmp_path: Path) -> None:
+    s = timelapse(0.0, 0, **SHAPE)
+    noise = {"channels": [s.noise_params()]}
+    raw = _store(tmp_path / "raw.ome.zarr", s.noisy)
+    out = _predict(raw, tmp_path / "w", WindowMean(2), {"k": 2})
+    assert window_predictor("gaussian", out, None, noise) is None  # per-frame: stored output
+    rec = window_predictor("window_bm3d_vst", out, None, noise)
+    assert rec is not None and rec.halo_t == 2 and rec.predictor.kind == "plane"
+    given = window_predictor("window_bm3d_vst", out, None, noise, given={"method_settings": {"k": 1}})
+    assert given is not None and given.halo_t == 1
+    bare = _store(tmp_path / "bare.ome.zarr", s.noisy)  # no prediction attributes
+    with pytest.raises(ValueError, match="--params and --method-params"):
+        window_predictor("window_bm3d_vst", bare, None, noise)
+    cfg = PredictConfig(threads=1).model_dump(mode="json")
+    ok = window_predictor("window_bm3d_vst", bare, None, noise,
+                          given={"predict_config": cfg, "method_settings": {"k": 3}})
+    assert ok is not None and ok.halo_t == 3
+
+
 def _train(method: str, store: str, model_dir: Path) -> None:
     from denoise.methods.n2v import train_n2v
     from denoise.methods.spatiotemporal import train_spatiotemporal

@@ -17,6 +17,9 @@ rule evaluate:
         gt=lambda w: row(w).ground_truth,
         gt_axes=lambda w: row(w).ground_truth_axes,
         model=model_dir_arg,
+        cfg=to_json(CFG.predict),
+        method_cfg=method_params,
+        seed=SEED,
     conda:
         CONDA_ENV
     log:
@@ -31,4 +34,5 @@ rule evaluate:
     shell:
         "denoise evaluate --store '{params.store}' --output-dir {params.out_dir} --method {params.method}"
         " --ground-truth '{params.gt}' --gt-axes '{params.gt_axes}' --json {output.json}"
-        " --tsv {output.tsv} --noise-model {input.noise} {params.model} 2> {log}"
+        " --tsv {output.tsv} --noise-model {input.noise} {params.model}"
+        " --params '{params.cfg}' --method-params '{params.method_cfg}' --seed {params.seed} 2> {log}"
