@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +150,20 @@ def is_foreign_model(model_dir: str | Path) -> bool:
     return path.is_file() and "bmz_foreign" in read_json(path)
 
 
-def channel_planes(store: str | Path, channel: int) -> np.ndarray:
-    """Every pixel of one channel of an OME-Zarr image (level 0), float32."""
+def channel_blocks(store: str | Path, channel: int) -> Iterator[np.ndarray]:
+    """One channel of an OME-Zarr image (level 0) as float32 blocks, one chunk thick along the
+    first other axis: together every pixel of the channel, once."""
     from denoise.io import omezarr
 
     arr, axes = omezarr.open_image(store)
-    index = tuple(channel if a == "c" else slice(None) for a in axes)
-    return np.asarray(arr[index], dtype=np.float32)
+    lead = next(i for i, a in enumerate(axes) if a != "c")
+    step = int(arr.chunks[lead])
+    for start in range(0, arr.shape[lead], step):
+        index = tuple(
+            channel if a == "c" else slice(start, start + step) if i == lead else slice(None)
+            for i, a in enumerate(axes)
+        )
+        yield np.asarray(arr[index], dtype=np.float32)
 
 
 class ForeignPredictor(NetworkPredictor):
@@ -179,7 +187,9 @@ class ForeignPredictor(NetworkPredictor):
 
             arr, axes = omezarr.open_image(store)
             n_c = arr.shape[axes.index("c")] if "c" in axes else 1
-            self.pre = [bmz_ops.resolve(pre, channel_planes(store, c)) for c in range(n_c)]
+            self.pre = [
+                bmz_ops.resolve(pre, lambda c=c: channel_blocks(store, c)) for c in range(n_c)
+            ]
         else:
             self.pre = [bmz_ops.resolve(pre)]
         for c, steps in enumerate(self.pre):

@@ -9,11 +9,13 @@ no-op (the network runs in float32).  ``eps`` defaults to 1e-6.
 Per-sample statistics (``zero_mean_unit_variance``, ``scale_range``) are computed once over the
 whole input channel (every plane and frame of it), never per tile: :func:`resolve` turns the
 steps into constants, after which every step is pointwise and tiled prediction stays exact.
+The input is read block by block: mean and standard deviation in two passes with float64
+sums (memory: one block), percentiles from all values at once (memory: the whole channel).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,8 +42,8 @@ def _scalar(value: Any, key: str) -> float:
     return float(value)
 
 
-def resolve_step(name: str, kw: dict[str, Any], data: np.ndarray | None) -> Resolved | None:
-    """The constants of one step (``data``: the whole input channel, for per-sample steps)."""
+def resolve_step(name: str, kw: dict[str, Any]) -> Resolved | None:
+    """The constants of one step that needs no statistics (None: a no-op)."""
     eps = float(kw.get("eps", EPS))
     if name == "ensure_dtype":
         return None
@@ -54,16 +56,32 @@ def resolve_step(name: str, kw: dict[str, Any], data: np.ndarray | None) -> Reso
         return ("clip", (-np.inf if lo is None else float(lo), np.inf if hi is None else float(hi)))
     if name == "sigmoid":
         return ("sigmoid", ())
-    if data is None:
-        raise ValueError(f"step '{name}' needs the input's statistics")
+    raise ValueError(f"unsupported step '{name}'")
+
+
+def per_sample_step(
+    name: str, kw: dict[str, Any], blocks: Callable[[], Iterable[np.ndarray]]
+) -> Resolved:
+    """The constants of a per-sample step from the whole input, read block by block.
+
+    ``zero_mean_unit_variance``: two passes with float64 sums (memory: one block);
+    ``scale_range``: linear-interpolated percentiles of all values (memory: the whole input).
+    """
+    eps = float(kw.get("eps", EPS))
     if name == "zero_mean_unit_variance":
-        return ("affine", (float(data.mean(dtype=np.float64)), float(data.std(dtype=np.float64)) + eps))
+        n, total = 0, 0.0
+        for b in blocks():
+            n, total = n + b.size, total + float(b.sum(dtype=np.float64))
+        mean = total / max(n, 1)
+        sq = sum(float(np.square(b.astype(np.float64) - mean).sum()) for b in blocks())
+        return ("affine", (mean, float(np.sqrt(sq / max(n, 1))) + eps))
     if name == "scale_range":
+        values = np.concatenate([b.ravel() for b in blocks()])
         lo, hi = np.percentile(
-            data, [float(kw.get("min_percentile", 0.0)), float(kw.get("max_percentile", 100.0))]
+            values, [float(kw.get("min_percentile", 0.0)), float(kw.get("max_percentile", 100.0))]
         )
         return ("affine", (float(lo), float(hi) - float(lo) + eps))
-    raise ValueError(f"unsupported step '{name}'")
+    raise ValueError(f"step '{name}' has no per-sample statistics")
 
 
 def apply(steps: Sequence[Resolved], x: np.ndarray) -> np.ndarray:
@@ -82,26 +100,31 @@ def apply(steps: Sequence[Resolved], x: np.ndarray) -> np.ndarray:
 
 
 def resolve(
-    steps: Sequence[tuple[str, dict[str, Any]]], data: np.ndarray | None = None
+    steps: Sequence[tuple[str, dict[str, Any]]],
+    blocks: Callable[[], Iterable[np.ndarray]] | None = None,
 ) -> list[Resolved]:
-    """Every step with its constants; per-sample statistics over ``data`` after the steps before.
+    """Every step with its constants; per-sample statistics over the whole input after the
+    steps before it.
 
     Parameters
     ----------
     steps
         ``(name, kwargs)`` as :class:`denoise.io.bmz_spec.ForeignSpec` holds them.
-    data
-        The whole input channel (any shape), needed when :func:`needs_data`.
+    blocks
+        Called once per pass over the input: an iterable of float32 blocks that together are
+        the whole input channel; needed when :func:`needs_data`.
     """
     out: list[Resolved] = []
-    cur = None if data is None else np.asarray(data, dtype=np.float32)
-    for i, (name, kw) in enumerate(steps):
-        step = resolve_step(name, kw, cur)
-        if step is None:
-            continue
-        out.append(step)
-        if cur is not None and needs_data(steps[i + 1 :]):
-            cur = apply([step], cur)
+    for name, kw in steps:
+        if name in PER_SAMPLE:
+            if blocks is None:
+                raise ValueError(f"step '{name}' needs the input's statistics")
+            done = list(out)
+            step: Resolved | None = per_sample_step(name, kw, lambda d=done: (apply(d, b) for b in blocks()))
+        else:
+            step = resolve_step(name, kw)
+        if step is not None:
+            out.append(step)
     return out
 
 

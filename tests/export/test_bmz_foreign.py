@@ -432,3 +432,24 @@ def test_model_format_04(tmp_path):
     _apply(CAREAMICS, FISH, tmp_path / "v05")
     a, b = (_array(tmp_path / v / "denoised.ome.zarr") for v in ("v04", "v05"))
     assert np.array_equal(a, b)
+
+
+def test_whole_input_statistics_block_by_block():
+    """Per-sample statistics from blocks equal those of the whole array, after earlier steps."""
+    from denoise.export import bmz_ops
+
+    x = np.random.default_rng(5).gamma(2.0, 30.0, (7, 33, 20)).astype(np.float32)
+    y = x * np.float32(2) + np.float32(1)
+    steps = [("ensure_dtype", {"dtype": "float32"}), ("scale_linear", {"gain": 2.0, "offset": 1.0})]
+    zmuv = bmz_ops.resolve([*steps, ("zero_mean_unit_variance", {})], lambda: iter(np.array_split(x, 3)))
+    assert zmuv[0] == ("linear", (2.0, 1.0)) and zmuv[1][0] == "affine"
+    np.testing.assert_allclose(zmuv[1][1], (y.mean(dtype=np.float64), y.std(dtype=np.float64) + 1e-6), rtol=1e-12)
+    rng = bmz_ops.resolve(
+        [*steps, ("scale_range", {"min_percentile": 2, "max_percentile": 98, "eps": 0.5})],
+        lambda: iter(np.array_split(x, 4, axis=1)),
+    )
+    lo, hi = np.percentile(y, [2, 98])
+    assert rng[1] == ("affine", (float(lo), float(hi) - float(lo) + 0.5))
+    assert not bmz_ops.needs_data(steps) and bmz_ops.needs_data([("scale_range", {})])
+    with pytest.raises(ValueError, match="needs the input's statistics"):
+        bmz_ops.resolve([("zero_mean_unit_variance", {})])
