@@ -257,3 +257,30 @@ def test_pn2v_and_deconoising_groups_train_once_and_share(tmp_path):
     assert all(pn2v["noise_model"][k] == v for k, v in fitted.items()), (pn2v["noise_model"], fitted)
     deco = json.loads((res / "groups" / "gd" / "model" / "model.json").read_text())["objective"]
     assert deco["psf"]["kind"] == "gaussian" and deco["psf"]["sigma"] == 1.0
+
+
+def test_calibrated_pn2v_and_spatiotemporal_groups_plan(tmp_path):
+    """Dry run: a PN2V group with a `histogram` noise model fits it once from the rows' shared
+    calibration stack (no bootstrap), and a spatiotemporal group trains once; the group jobs get
+    their stores from the members file, the calibration on the command line."""
+    sheet = "name\turi\taxes\tmethod\tgroup\tnoise_model\tcalibration\tcalibration_axes\n" + "".join(
+        f"{n}\t{u}\t{a}\t{m}\t{g}\t{nm}\t{cal}\t{'tyx' if cal else ''}\n"
+        for n, u, a, m, g, nm, cal in (
+            ("ha", FISH, "yx", "pn2v", "gh", "histogram", TL),
+            ("hb", TL, "tyx", "pn2v", "gh", "histogram", TL),
+            ("sa", TL, "tyx", "spatiotemporal", "gs", "", ""),
+            ("sb", TL, "tyx", "spatiotemporal", "gs", "", ""),
+        )
+    )
+    wd = _workdir(tmp_path, sheet=sheet)
+    proc = _sm(wd, "-n", "-p", *(f"results/{n}/predict.json" for n in ("ha", "hb", "sa", "sb")))
+    jobs = _job_stats(proc)
+    assert jobs["train_group"] == 2 and jobs["fit_group_noise_model"] == 1, jobs
+    assert not {"train", "bootstrap_group_n2v", "bootstrap_n2v", "fit_noise_model"} & set(jobs)
+    out = proc.stdout + proc.stderr
+    fit = next(line for line in out.splitlines() if "denoise fit-noise-model" in line)
+    assert "--kind histogram --group-members results/groups/gh/members.tsv" in fit
+    assert f"--calibration '{TL}' --calibration-axes 'tyx'" in fit
+    train = [line for line in out.splitlines() if "denoise train" in line]
+    assert len(train) == 2 and all("--group-members results/groups/" in t for t in train)
+    assert any("--noise-model results/groups/gh/pn2v_noise_model.json" in t for t in train)
