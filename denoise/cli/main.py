@@ -282,14 +282,6 @@ def _model_checks(a: argparse.Namespace, predictor: Any) -> Any:
     return predictor
 
 
-def _is_foreign(model_dir: str) -> bool:
-    """True for a model directory imported from a foreign BMZ package (model.json bmz_foreign)."""
-    from denoise.provenance import read_json
-
-    path = Path(model_dir) / "model.json"
-    return path.is_file() and "bmz_foreign" in read_json(path)
-
-
 def cmd_init_output(a: argparse.Namespace) -> None:
     from denoise.predict.runner import init_output
     from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions
@@ -338,9 +330,9 @@ def cmd_predict(a: argparse.Namespace) -> None:
         )
     noise = read_json(a.noise_model) if a.noise_model else None
     settings = _method_settings(a.method, a.method_params, "predict --method-params")
-    if a.model_dir and _is_foreign(a.model_dir):  # a foreign BMZ package's network
-        from denoise.export.bmz_foreign import foreign_predictor
+    from denoise.export.bmz_foreign import foreign_predictor, is_foreign_model
 
+    if a.model_dir and is_foreign_model(a.model_dir):  # a foreign BMZ package's network
         predictor = foreign_predictor(a.model_dir, cfg, a.store)
     else:
         predictor = build_predictor(
