@@ -10,6 +10,13 @@ TRAIN_RESOURCES = dict(
     runtime=runtime_request(CFG.train.max_minutes + 30 if CFG.train.max_minutes else 240),
 )
 
+# A group's training jobs (train_group, bootstrap_group_n2v): the same (patches are streamed
+# from the stores: memory bounded by the batch, not the group), the time of one training.
+GROUP_TRAIN_RESOURCES = dict(
+    TRAIN_RESOURCES,
+    runtime=lambda wildcards, attempt: int(math.ceil(attempt * TRAIN_MINUTES)),
+)
+
 
 # Noise2Void / N2V2 training (methods with a train stage only). Resumes from its last checkpoint.
 rule train:
@@ -84,12 +91,7 @@ rule train_group:
         f"{RES}/benchmarks/groups/{{group}}/train.tsv"
     threads: network_threads(CFG.train.threads)
     resources:
-        gpu=gpus("train"),
-        slurm_partition=partition("train"),
-        slurm_extra=gpu_extra("train"),
-        # Patches are streamed from the stores: memory bounded by the batch, not the group.
-        mem_mb=lambda wildcards, attempt: attempt * 12000,
-        runtime=lambda wildcards, attempt: int(math.ceil(attempt * TRAIN_MINUTES)),
+        **GROUP_TRAIN_RESOURCES,
     shell:
         "denoise train --group-members {input.members} --model-dir {params.model_dir}"
         " --method {params.method} --params '{params.cfg}' --method-params '{params.method_cfg}'"
@@ -116,11 +118,7 @@ rule bootstrap_group_n2v:
         f"{RES}/benchmarks/groups/{{group}}/bootstrap_n2v.tsv"
     threads: network_threads(CFG.train.threads)
     resources:
-        gpu=gpus("train"),
-        slurm_partition=partition("train"),
-        slurm_extra=gpu_extra("train"),
-        mem_mb=lambda wildcards, attempt: attempt * 12000,
-        runtime=lambda wildcards, attempt: int(math.ceil(attempt * TRAIN_MINUTES)),
+        **GROUP_TRAIN_RESOURCES,
     shell:
         "denoise train --group-members {input.members} --model-dir {params.model_dir}"
         " --method n2v --params '{params.cfg}' --method-params '{params.method_cfg}'"
