@@ -268,13 +268,6 @@ def fit_noise_inputs(wildcards):
     return files
 
 
-def fit_noise_args(wildcards, input):
-    return noise_args(row(wildcards), input)
-
-
-def noise_args(r, input):
-    """--calibration / --n2v-model-dir of fit-noise-model for a row (or a group's first row)."""
-    args = []
 def calibration_files(r):
     """{"calibration": [files]} of a row's calibration stack (a file or a glob), else {}."""
     if r.calibration and any(ch in r.calibration for ch in "*?["):
@@ -284,6 +277,13 @@ def calibration_files(r):
     return {}
 
 
+def fit_noise_args(wildcards, input):
+    return noise_args(row(wildcards), input)
+
+
+def noise_args(r, input):
+    """--calibration / --n2v-model-dir of fit-noise-model for a row (or a group's first row)."""
+    args = []
     if r.calibration:
         args.append(f"--calibration '{r.calibration}' --calibration-axes '{r.calibration_axes}'")
     if "n2v" in input.keys():
