@@ -453,3 +453,16 @@ def test_whole_input_statistics_block_by_block():
     assert not bmz_ops.needs_data(steps) and bmz_ops.needs_data([("scale_range", {})])
     with pytest.raises(ValueError, match="needs the input's statistics"):
         bmz_ops.resolve([("zero_mean_unit_variance", {})])
+
+
+def test_axes_orders_round_trip():
+    """Tiles (N, 1, Y, X) reach a package's own axis order and come back unchanged."""
+    from denoise.export.foreign_net import to_axes
+
+    x = torch.arange(2 * 5 * 6, dtype=torch.float32).reshape(2, 1, 5, 6)
+    assert to_axes(x, "bcyx", "byxc").shape == (2, 5, 6, 1)
+    assert torch.equal(to_axes(to_axes(x, "bcyx", "byxc"), "byxc", "bcyx"), x)
+    assert torch.equal(to_axes(to_axes(x, "bcyx", "xyb"), "xyb", "bcyx"), x)
+    one = x[:1]
+    assert to_axes(one, "bcyx", "yx").shape == (5, 6)
+    assert torch.equal(to_axes(to_axes(one, "bcyx", "yx"), "yx", "bcyx"), one)
