@@ -22,13 +22,13 @@ the sheet check read headers only and ``is_ome_zarr_v05`` was cached (``docs/sca
 "Large sheets"):
 
 ===========================================  ==============  ===========================
-1000 rows, 10 groups, 64² uint16 TIFFs       before          after
+1000 rows, 10 groups, 64² uint16 TIFFs       before          after (two runs)
 ===========================================  ==============  ===========================
-load average (1 min) at the start            14.9            10.0
-``snakemake -n`` wall                        87.4 s          82.0 s
-``snakemake -n`` CPU (user + sys)            33.1 s          22.7 s
-peak RSS of the snakemake process            476 MB          476 MB
-sheet read + input check (in-process)        8.56 s          0.71 s
+load average (1 min) at the start            14.9            10.0 / 6.9
+``snakemake -n`` wall                        87.4 s          82.0 s / 60.4 s
+``snakemake -n`` CPU (user + sys)            33.1 s          22.7 s / 24.2 s
+peak RSS of the snakemake process            476 MB          476 MB / 476 MB
+sheet read + input check (in-process)        8.56 s          0.71 s / 0.72 s
 opens per input TIFF                         2 (all 1000)    1 (all 1000)
 jobs: ingest, noise_model, init_output,      same            1000 each
 predict, gather_predict, evaluate
