@@ -25,11 +25,12 @@ and only the same-run ratio means anything)::
     throughput ratio spatiotemporal / n2v: 1.11 (goal >= 0.70)
 
 Both runs are compute-bound (reads and writes are 1–4 % of the time).  The wider first
-convolution (5 input channels instead of 1) is a small share of a 32-feature U-Net, and the
-spatiotemporal runner's units are 16-frame blocks whose tiles go to the network 4 at a time
-(``batch_size``), while per-frame N2V units are single 512² frames (one tile per call): under
-this load that batching more than pays for the extra input channels.  Repeat on a quiet
-machine before quoting the ratio more precisely than ">= 0.7".
+convolution (5 input channels instead of 1) is a small share of a 32-feature U-Net; a likely
+reason (not profiled) for spatiotemporal coming out ahead is that its units are 16-frame
+blocks whose tiles go to the network 4 at a time (``batch_size``), while per-frame N2V units
+are single 512² frames (one tile per call).  The load moved between runs (run 2 of each was
+~20 % faster than run 1), so repeat on a quiet machine before quoting the ratio more precisely
+than ">= 0.7".
 """
 
 from __future__ import annotations
