@@ -44,10 +44,12 @@ log = logging.getLogger(__name__)
 
 
 def _canon(spec: ForeignSpec) -> str:
+    """Our tiles' axes for this package: ``bcyx`` or ``bczyx``."""
     return "bc" + "zyx"[3 - spec.ndim :]
 
 
 def _torchscript(package: str | Path, spec: ForeignSpec) -> bytes:
+    """The package's ``torchscript`` weights (checked to load)."""
     source = str(spec.raw_weights["torchscript"]["source"]).removeprefix("./")
     with zipfile.ZipFile(package) as zf:
         blob = zf.read(source)

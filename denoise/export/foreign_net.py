@@ -77,6 +77,7 @@ class ForeignNetwork(nn.Module):
         return net
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        """As ``nn.Module``'s, forgetting the program loaded from the previous bytes."""
         self._loaded.clear()  # new bytes: the program is loaded again on the next call
         super()._load_from_state_dict(*args, **kwargs)
 

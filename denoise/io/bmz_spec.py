@@ -150,6 +150,7 @@ def _architecture_problem(weights: dict[str, Any], path: str | Path) -> str | No
 
 
 def _letter(axis: dict[str, Any], where: str) -> str:
+    """The letter (b, c, z, y, x) of a 0.5 axis; ValueError for time, index or other axes."""
     kind = str(axis.get("type", ""))
     if kind in ("batch", "channel"):
         return kind[0]
