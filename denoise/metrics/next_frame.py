@@ -19,6 +19,13 @@ The same sampled pairs ``(x[t], x[t + 1])`` feed the motion check
 (:func:`denoise.metrics.noref.motion_terms`, pooled over pairs and channels): where the frames
 differ by more than their noise explains the score is kept for information but flagged invalid
 (``valid`` False, with the ``reason``), and evaluate gives no ``next_frame_mse`` to rank by.
+
+Known bias (``benchmarks/next_frame_bias.py``): a scene that changes between frames within the
+motion check's tolerance (bleaching, transients, slow drift) adds ``MSE(s[t], s[t + 1])`` to a
+per-frame method's score but less to a window method's, whose leave-out window (frames
+``t − 2, t − 1, t, t + 2, t + 3`` for k = 2) leans towards ``t + 1``: on the synthetic series
+at speeds 0 and 0.5 px/frame this flatters a k = 2 window mean by 5.4–6.6 (about 3 % of the
+noise variance).  Methods closer than that should not be ranked by the score alone.
 """
 
 from __future__ import annotations
