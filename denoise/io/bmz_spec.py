@@ -87,11 +87,12 @@ def read_foreign_spec(path: str | Path) -> ForeignSpec:
     read = _tensor_05 if v05 else _tensor_04
     in_axes, n_in, min_size, step, _ = read(ins[0], where, "input")
     out_axes, n_out, _, _, halo = read(outs[0], where, "output")
-    sp = in_axes.replace("b", "").replace("c", "")
-    if sp not in ("yx", "zyx") or out_axes.replace("b", "").replace("c", "") != sp:
+    sp = sorted(in_axes.replace("b", "").replace("c", ""))
+    out_sp = sorted(out_axes.replace("b", "").replace("c", ""))
+    if sp not in (["x", "y"], ["x", "y", "z"]) or out_sp != sp or len(set(in_axes)) != len(in_axes):
         raise ValueError(
             f"{where}: input axes '{in_axes}' / output axes '{out_axes}' are not N2V-type: "
-            "supported are the same spatial axes yx or zyx in and out (plus b, c)"
+            "supported are the same spatial axes y, x (and z) in and out, in any order, plus b, c"
         )
     if n_in != 1 or n_out != 1:
         raise ValueError(

@@ -466,3 +466,24 @@ def test_axes_orders_round_trip():
     one = x[:1]
     assert to_axes(one, "bcyx", "yx").shape == (5, 6)
     assert torch.equal(to_axes(to_axes(one, "bcyx", "yx"), "yx", "bcyx"), one)
+
+
+def _xy_order(rdf: dict) -> None:
+    for t in (rdf["inputs"][0], rdf["outputs"][0]):
+        t["axes"][2], t["axes"][3] = t["axes"][3], t["axes"][2]
+
+
+def test_spatial_axes_in_another_order(tmp_path):
+    """A package stating ``b c x y`` gets its tiles transposed: the program sees x first."""
+    pkg = _edited(tmp_path, "xy", _xy_order)
+    assert read_foreign_spec(pkg).in_axes == "bcxy"
+    meta = _apply(pkg, FISH, tmp_path / "out")
+    got = _array(tmp_path / "out" / "denoised.ome.zarr")
+    pre = dict(read_foreign_spec(pkg).pre)["fixed_zero_mean_unit_variance"]
+    post = dict(read_foreign_spec(pkg).post)["fixed_zero_mean_unit_variance"]
+    ref = by_hand(
+        _program(pkg), tifffile.imread(FISH).T, meta["halo"], meta["multiple"],
+        lambda x: (x - np.float32(pre["mean"][0])) / np.float32(pre["std"][0] + 1e-6),
+        lambda y: (y - np.float32(post["mean"][0])) / np.float32(post["std"][0] + 1e-6),
+    ).T
+    assert np.abs(got - ref).max() <= 1e-5 * np.ptp(ref)
