@@ -282,6 +282,13 @@ def _model_checks(a: argparse.Namespace, predictor: Any) -> Any:
     return predictor
 
 
+def _foreign_predictor(a: argparse.Namespace, cfg: Any) -> Any | None:
+    """The tiled predictor of a model imported from a foreign BMZ package (None: not one)."""
+    from denoise.export.bmz_foreign import foreign_predictor, is_foreign_model
+
+    return foreign_predictor(a.model_dir, cfg, a.store) if is_foreign_model(a.model_dir) else None
+
+
 def cmd_init_output(a: argparse.Namespace) -> None:
     from denoise.predict.runner import init_output
     from denoise.provenance import STAGE_VERSIONS, atomic_write_json, package_versions
@@ -330,11 +337,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
         )
     noise = read_json(a.noise_model) if a.noise_model else None
     settings = _method_settings(a.method, a.method_params, "predict --method-params")
-    from denoise.export.bmz_foreign import foreign_predictor, is_foreign_model
-
-    if a.model_dir and is_foreign_model(a.model_dir):  # a foreign BMZ package's network
-        predictor = foreign_predictor(a.model_dir, cfg, a.store)
-    else:
+    predictor = _foreign_predictor(a, cfg) if a.model_dir else None
+    if predictor is None:
         predictor = build_predictor(
             a.method, cfg, a.seed, model_dir=a.model_dir, noise_model=noise, settings=settings
         )
