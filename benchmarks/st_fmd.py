@@ -1,0 +1,142 @@
+"""``spatiotemporal`` vs ``window_bm3d_vst`` on the FMD Confocal 4-frame fields of view.
+
+The five Confocal configurations of ``../shared/data/fmd_testset_fm2s`` (4 raw 512² frames of a
+static field of view each, ground truth = the mean of 50 frames) are read as ``t, y, x``
+series.  Per configuration, from the noisy frames alone: the Poisson-Gaussian noise model
+(:func:`denoise.noise.poisson_gaussian.estimate_from_array`, the noise stage's fit), the
+``spatiotemporal`` network trained on the series (the default :class:`TrainConfig` with
+``--steps`` steps, one thread, seed 0), ``window_bm3d_vst`` with the same ``k``, and the
+reference of issue 17: the mean of all four frames, then BM3D+VST with the noise model of a
+4-frame mean (38.06 dB in the issue).  Every frame is predicted through
+:func:`denoise.predict.reference.predict_whole_series` and all 20 frames are scored, PSNR =
+10·log10(range(GT)² / MSE) (``../shared/data/README.md``)::
+
+    .venv/bin/python benchmarks/st_fmd.py --steps 400 --k 2
+
+Measured (2026-12-04, 2-core dev box at load 6-14, ``--steps 400 --k 2``, the default network
+(depth 2, 32 features, batch 16 of 64²), one thread; the run was stopped after two of the five
+configurations to free the machine, ~20-23 min of training each at that load), PSNR in dB over
+the 4 frames::
+
+    config  noisy  spatiotemporal  window_bm3d_vst  mean of 4 + BM3D+VST
+    BPAE_B  31.02  39.23           41.08            41.56
+    BPAE_G  27.91  34.57           36.14            37.01
+
+``spatiotemporal`` is 1.6-1.9 dB below ``window_bm3d_vst`` on these static scenes (issue 17
+asks for >= -0.3 dB): with only 4 frames its centre-frame blind spot leaves 3 frames to
+average where the window mean keeps all of them, and 400 steps do not teach the network the
+averaging as well as BM3D denoises the mean.  Fusing the network's estimate with the raw
+centre pixel (the noise-weighted correction ``f + w (y - f)``, ``w = σ_p² / (σ_p² + σ_n²)``,
+both variances fitted from the noisy data by blind-spot sampling) was tried and measured: it
+adds only +0.03 dB (static synthetic, 300 steps) to +0.08 dB (2 px/frame) to
+``spatiotemporal`` and -0.03 dB to +0.06 dB to per-frame N2V (FMD fish, synthetic), because
+prediction at inference already leaks the pixel in (regression slope 0.05-0.11), so it was
+not kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from denoise.io import omezarr
+from denoise.methods.classical import bm3d_vst, import_bm3d
+from denoise.methods.registry import build_predictor
+from denoise.methods.spatiotemporal import train_spatiotemporal
+from denoise.methods.window_bm3d_vst import mean_noise_params
+from denoise.noise.poisson_gaussian import channel_params, estimate_from_array
+from denoise.predict.reference import predict_whole_series
+from denoise.settings import NoiseModelConfig, PredictConfig, TrainConfig
+
+#: ``shared/data`` beside the repository; ``DENOISE_SHARED_DATA`` overrides (e.g. from a worktree).
+DATA = (
+    Path(
+        os.environ.get(
+            "DENOISE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+        )
+    )
+    / "fmd_testset_fm2s"
+)
+CONFIGS = ("BPAE_B", "BPAE_G", "BPAE_R", "FISH", "MICE")
+
+
+def psnr(x: np.ndarray, gt: np.ndarray) -> float:
+    gt = gt.astype(np.float64)
+    r = float(gt.max() - gt.min())
+    return float(10 * np.log10(r * r / np.mean((x.astype(np.float64) - gt) ** 2)))
+
+
+def read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+def load(name: str, modality: str = "Confocal") -> tuple[np.ndarray, np.ndarray]:
+    """``(4, y, x)`` raw frames and the GT of one configuration."""
+    raw = np.stack([read_png(DATA / "raw" / f"{modality}_{name}_{i}.png") for i in range(1, 5)])
+    return raw, read_png(DATA / "gt" / f"{modality}_{name}.png")
+
+
+def run_config(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    raw, gt = load(name, args.modality)
+    noise = estimate_from_array(raw, NoiseModelConfig(), seed=0)
+    store = work / f"{name}.ome.zarr"
+    arr = omezarr.create_image(store, raw.shape, raw.dtype, "tyx", (1, *raw.shape[1:]))
+    arr[...] = raw
+    row: dict[str, Any] = {"config": name, "noisy": np.mean([psnr(f, gt) for f in raw])}
+    cfg = TrainConfig(epochs=1, steps_per_epoch=args.steps, threads=1, validation_fraction=0.0)
+    pcfg = PredictConfig(threads=1)
+    t0 = time.perf_counter()
+    train_spatiotemporal(store, work / f"st_{name}", cfg, seed=0, k=args.k, progress=False)
+    st = build_predictor(
+        "spatiotemporal", pcfg, 0, model_dir=work / f"st_{name}", settings={"k": args.k}
+    )
+    out = predict_whole_series(st, raw)[0]
+    row["spatiotemporal"] = np.mean([psnr(f, gt) for f in out])
+    row["st_seconds"] = time.perf_counter() - t0
+    if args.bm3d:
+        wb = build_predictor("window_bm3d_vst", pcfg, 0, noise_model=noise, settings={"k": args.k})
+        out = predict_whole_series(wb, raw)[0]
+        row["window_bm3d_vst"] = np.mean([psnr(f, gt) for f in out])
+        p = mean_noise_params(channel_params(noise, 0), raw.shape[0])
+        row["mean_bm3d_vst"] = psnr(bm3d_vst(raw.mean(0), p, import_bm3d("bench")), gt)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--k", type=int, default=2)
+    p.add_argument("--modality", default="Confocal")
+    p.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    p.add_argument("--no-bm3d", dest="bm3d", action="store_false")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="st_fmd_"))
+    rows = []
+    try:
+        for name in args.configs:
+            rows.append(run_config(name, args, work))
+            print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in rows[-1].items()), flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    keys = [k for k in rows[0] if k not in ("config", "st_seconds")]
+    print(f"\n{args.modality}, all frames, k = {args.k}, {args.steps} steps: mean PSNR (dB)")
+    for k in keys:
+        print(f"  {k:<16} {np.mean([r[k] for r in rows]):.2f}")
+
+
+if __name__ == "__main__":
+    main()
