@@ -97,8 +97,9 @@ class DatasetRow(_Strict):
         "",
         description=(
             "An existing model directory (model.json + model.pt of an earlier run's train stage) "
-            "or a BMZ package of ours (.zip from export-bmz) applied without training; the "
-            "row's method must be the model's method. "
+            "or a BMZ package (.zip: ours from export-bmz, or a foreign N2V-type package whose "
+            "rdf.yaml gives the axes and the normalisation, e.g. CAREamics') applied without "
+            "training; the row's method must be the model's method (n2v for a foreign package). "
             "Empty: the row trains its own model."
         ),
     )
