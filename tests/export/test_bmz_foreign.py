@@ -361,10 +361,10 @@ def test_not_shift_equivariant_is_refused(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------- the sheet's model column
+@pytest.mark.slow  # a whole workflow run (~2 min); `pytest -m slow` runs it
 def test_foreign_package_as_sheet_model(tmp_path):
     """A sheet row naming the CAREamics package: import_bmz instead of train, the output equals
-    the by-hand whole-image reference, and the outputs name the package and its checksum; an
-    unusable package stops the run before any job, naming the row and the key."""
+    the by-hand whole-image reference, and the outputs name the package and its checksum."""
     from denoise.provenance import file_sha256
     from tests.workflow.test_workflow import _sm, _workdir
 
@@ -385,6 +385,14 @@ def test_foreign_package_as_sheet_model(tmp_path):
     assert np.abs(got - ref).max() <= 1e-5 * np.ptp(ref)
     info = json.loads((wd / "results" / "fish" / "predict.json").read_text())
     assert info["model"]["bmz_package"] == {"path": str(CAREAMICS), "sha256": file_sha256(CAREAMICS)}
+
+
+def test_unusable_foreign_package_in_sheet_stops_before_any_job(tmp_path):
+    """Sheet rows naming foreign packages: an unusable one stops the run before any job,
+    naming the row and the key; a usable one is not named."""
+    from tests.workflow.test_workflow import _sm, _workdir
+
+    header = "name\turi\taxes\tmethod\tmodel\n"
     bad_pkg = _edited(tmp_path, "onnx_only", _onnx_only)
     sheet = (
         header

@@ -148,6 +148,7 @@ def test_toy_method_through_the_cli(tmp_path, plugin, fish_crop):
     assert proc.returncode == 2 and "unknown key 'kernal'" in proc.stderr
 
 
+@pytest.mark.slow  # a whole workflow run (~2 min); `pytest -m slow` runs it
 def test_toy_method_through_the_workflow(tmp_path, plugin):
     wd = tmp_path / "wd"
     (wd / "config").mkdir(parents=True)

@@ -221,6 +221,7 @@ def test_group_rows_share_noise_model_and_psf(tmp_path):
     assert "group 'n'" not in out  # n2v uses neither: no constraint
 
 
+@pytest.mark.slow  # a whole workflow run (~2 min); `pytest -m slow` runs it
 def test_pn2v_and_deconoising_groups_train_once_and_share(tmp_path):
     """A PN2V group (N2V-bootstrapped GMM) and a DecoNoising group, two rows each: one train
     job per group, one bootstrap N2V and one noise model for the PN2V group, none per row;
