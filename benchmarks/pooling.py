@@ -196,6 +196,15 @@ train: 34.2-35.9 dB over the seeds) and MICE (+0.34), while FISH (−0.51) and B
 are below the 0.1 dB margin on every seed.  So a group model trained on other frames
 generalises to unseen frames of the same samples at equal total steps, on average; the most
 distinct sample (zebrafish) pays for the pooling in both parts.
+
+Third seed of (A) at S = 100 (``--steps 100 --seeds 44 --parts A``, load 1-3.5, 12.2 min):
+group 32.96 vs per-image 32.94 dB (+0.018).  Over the three seeds (``--steps 100 --seeds 42
+43 44 --parts A --report``): per-image 32.988, group 33.001 dB, **+0.013 dB** (per seed
+-0.154, +0.177, +0.018) → criterion (A) **holds** on the three-seed mean, narrowly; per image
+fish -0.30, BPAE_R -0.22, BPAE_G +0.07, mice +0.20, BPAE_B +0.31.  Tried in a scratch copy
+(not kept): each store normalised with its own mean/std in training and prediction instead of
+the pooled statistics: seed 42 group 32.61 dB, -0.58 dB against the per-image models (pooled:
+-0.15), so pooled normalisation stays.
 """
 
 from __future__ import annotations
