@@ -16,6 +16,18 @@ SHARED = REPO.parent / "shared" / "data"
 DEMO = REPO / "demo" / "data"
 
 
+def ingested_store(tmp_path: Path, data: np.ndarray, axes: str, name: str = "img") -> Path:
+    """``data`` saved as ``<name>.npy`` and ingested into ``<name>.ome.zarr`` under ``tmp_path``
+    (the ingest stage's own path)."""
+    from denoise.io.ingest import ingest
+
+    src = tmp_path / f"{name}.npy"
+    np.save(src, data)
+    store = tmp_path / f"{name}.ome.zarr"
+    ingest(str(src), store, axes=axes)
+    return store
+
+
 def _read(path: Path) -> np.ndarray:
     import tifffile
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from denoise.models.receptive_field import impulse_reach
+
 #: Largest tile edge the reach measurement tries before calling the network non-local.
 MAX_REACH_TILE = 1024
 #: Lattice steps tried when the spec states a fixed input size (every one divides 64).
@@ -132,26 +134,16 @@ def script_reach(net: ForeignNetwork) -> int:
         net.program.cpu().numpy().tobytes(), net.ndim, net.multiple, net.in_axes, net.out_axes
     )
     _neutralise(probe.script())
-    m, reach, n = net.multiple, 0, 64
-    with torch.no_grad():
-        while n <= MAX_REACH_TILE:
-            n = max(n, 4 * m) // m * m
-            c = n // 2
-            zero = probe(torch.zeros((1, 1) + (n,) * net.ndim))
-            for off in range(m):
-                x = torch.zeros((1, 1) + (n,) * net.ndim)
-                x[(0, 0) + (c + off,) * net.ndim] = 1.0
-                y = (probe(x) - zero).abs().sum(dim=(0, 1))
-                nz = torch.nonzero(y > 0)
-                if nz.numel():
-                    reach = max(reach, int((nz - (c + off)).abs().max()))
-            if reach < n // 2 - m:
-                return reach
-            n *= 2
-    raise ValueError(
-        f"the network's receptive field grows with the tile (over {MAX_REACH_TILE // 2} px): it "
-        "is not local (e.g. normalisation over the whole tile), so tiled prediction cannot be exact"
-    )
+    try:
+        return impulse_reach(
+            probe, net.ndim, 1, net.multiple, max_tile=MAX_REACH_TILE, subtract_zero=True
+        )
+    except ValueError:
+        raise ValueError(
+            f"the network's receptive field grows with the tile (over {MAX_REACH_TILE // 2} px): "
+            "it is not local (e.g. normalisation over the whole tile), so tiled prediction "
+            "cannot be exact"
+        ) from None
 
 
 def shift_equivariant(net: ForeignNetwork, step: int, margin: int) -> bool:

@@ -9,7 +9,6 @@ from scipy import ndimage
 
 from denoise.config import PredictConfig, TrainConfig
 from denoise.io import omezarr
-from denoise.io.ingest import ingest
 from denoise.methods.deconoising import (
     DecoNoisingObjective,
     DecoNoisingPredictor,
@@ -21,6 +20,7 @@ from denoise.methods.n2v import train_n2v
 from denoise.models.psf import PSFConv, gaussian_psf
 from denoise.predict.runner import predict_units
 from denoise.tiling.blend import predict_tiled, reference_predict
+from tests.conftest import ingested_store as _store
 
 TINY = dict(
     depth=2,
@@ -34,13 +34,6 @@ TINY = dict(
     threads=1,
 )
 
-
-def _store(tmp_path, data: np.ndarray, axes: str, name: str):
-    src = tmp_path / f"{name}.npy"
-    np.save(src, data)
-    store = tmp_path / f"{name}.ome.zarr"
-    ingest(str(src), store, axes=axes)
-    return store
 
 
 def _blobs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:

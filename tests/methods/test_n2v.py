@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from denoise.config import TrainConfig
-from denoise.io.ingest import ingest
 from denoise.methods.n2v import train_n2v
 from denoise.models.store import load_model, predict_whole
 from denoise.training.schedule import StepPlan, lr_factor
+from tests.conftest import ingested_store as _store
 
 TINY = dict(
     depth=2,
@@ -26,13 +26,6 @@ TINY = dict(
     threads=1,
 )
 
-
-def _store(tmp_path, data: np.ndarray, axes: str, name: str):
-    src = tmp_path / f"{name}.npy"
-    np.save(src, data)
-    store = tmp_path / f"{name}.ome.zarr"
-    ingest(str(src), store, axes=axes)
-    return store
 
 
 def _smooth(n: int = 96) -> np.ndarray:

@@ -7,17 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from denoise.io.ingest import ingest
 from denoise.methods.patches import PatchSampler, channel_norm, choose_ndim
 from denoise.training.prefetch import Prefetcher
-
-
-def _store(tmp_path, data: np.ndarray, axes: str, name: str = "img"):
-    src = tmp_path / f"{name}.npy"
-    np.save(src, data)
-    store = tmp_path / f"{name}.ome.zarr"
-    ingest(str(src), store, axes=axes)
-    return store
+from tests.conftest import ingested_store as _store
 
 
 class CountingArray:

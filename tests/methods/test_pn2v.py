@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from denoise.config import PredictConfig, TrainConfig
-from denoise.io.ingest import ingest
 from denoise.methods.pn2v import (
     PN2VObjective,
     PN2VPredictor,
@@ -20,6 +19,7 @@ from denoise.methods.pn2v_predictor import posterior_moments
 from denoise.models.store import load_model, save_model
 from denoise.models.unet import UNet
 from denoise.noise.base import PoissonGaussianNoiseModel
+from tests.conftest import ingested_store as _store
 
 CPU = PredictConfig(device="cpu", threads=1)
 
@@ -27,13 +27,6 @@ CPU = PredictConfig(device="cpu", threads=1)
 def _pg(gain: float = 1.0, read_var: float = 4.0) -> PoissonGaussianNoiseModel:
     return PoissonGaussianNoiseModel(gain=gain, read_var=read_var)
 
-
-def _store(tmp_path, data: np.ndarray, axes: str, name: str = "img"):
-    src = tmp_path / f"{name}.npy"
-    np.save(src, data)
-    store = tmp_path / f"{name}.ome.zarr"
-    ingest(str(src), store, axes=axes)
-    return store
 
 
 def test_loss_is_negative_log_mean_likelihood_in_raw_units():

@@ -20,23 +20,16 @@ import pytest
 from denoise.cli.main import main
 from denoise.config import RESERVED_NAMES, TrainConfig, read_dataset_sheet
 from denoise.io.group_members import read_group_members, write_group_members
-from denoise.io.ingest import ingest
 from denoise.io.sheet_checks import check_sheet_inputs
 from denoise.methods.n2v import MaskedPatchSource
 from denoise.methods.patches import MultiStoreSampler
 from denoise.settings import ConfigError
 from tests.conftest import REPO
+from tests.conftest import ingested_store as _store
 from tests.workflow.test_workflow import _sm, _workdir
 
 FISH, TL, NUC = ".test/data/fish_noisy.tif", ".test/data/tl_*.png", ".test/data/nuclei3d.tif"
 
-
-def _store(tmp_path, data: np.ndarray, axes: str, name: str):
-    src = tmp_path / f"{name}.npy"
-    np.save(src, data)
-    store = tmp_path / f"{name}.ome.zarr"
-    ingest(str(src), store, axes=axes)
-    return store
 
 
 def test_multistore_draws_in_proportion_and_is_deterministic(tmp_path):
