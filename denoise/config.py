@@ -10,9 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from denoise.io.axes import validate_axes
+from denoise.io.readers import InputError, probe_input
+from denoise.methods.auto import AUTO, AutoMethodConfig, choose_method
 from denoise.methods.registry import all_methods, get_method, method_names
 from denoise.settings import (
     ConfigError,
@@ -35,6 +44,8 @@ TRAINED_METHODS = tuple(m.name for m in all_methods() if m.trained)
 #: Methods that run entirely inside ``predict`` (zero-shot or classical).
 UNTRAINED_METHODS = tuple(m.name for m in all_methods() if not m.trained)
 Method = Literal[METHODS]  # type: ignore[valid-type]
+#: A sheet's ``method`` cell: a method, or ``auto`` (also an empty cell) for the auto_method rules.
+MethodOrAuto = Literal[(*METHODS, AUTO)]  # type: ignore[valid-type]
 
 #: Keys of earlier versions and where they live now (an old config fails naming the new key).
 MOVED_KEYS = {
@@ -79,7 +90,14 @@ class DatasetRow(_Strict):
     axes: str = Field(
         "", description="Axes of the input (letters from 'tczyx'); empty: from metadata."
     )
-    method: Method = Field("n2v", description="Denoising method.")
+    method: MethodOrAuto = Field(  # type: ignore[valid-type]
+        AUTO,
+        description=(
+            "Denoising method; empty or 'auto': chosen from the input by the auto_method rules "
+            "(time-lapses: spatiotemporal; single images and stacks: bm3d_vst; above "
+            "auto_method.large_mpix: n2v)."
+        ),
+    )
     ground_truth: str = Field("", description="Optional ground-truth image for metrics.")
     ground_truth_axes: str = Field(
         "", description="Axes of the ground truth; empty: from metadata."
@@ -121,10 +139,20 @@ class DatasetRow(_Strict):
         ),
     )
 
+    #: Why the method is what it is ("" when the sheet names it; the auto rule otherwise).
+    _chosen_by: str = PrivateAttr("")
+
+    @property
+    def chosen_by(self) -> str:
+        """``"auto: ..."`` when :func:`read_dataset_sheet` chose the method, else ``""``."""
+        return self._chosen_by
+
     @property
     def needs(self) -> frozenset[str]:
         """What the row's method needs beside the image (its registry ``needs``), read by
         :func:`denoise.io.sheet_checks.check_sheet_inputs`."""
+        if self.method == AUTO:
+            return frozenset()
         return frozenset(get_method(self.method).needs)
 
     @field_validator("axes", "ground_truth_axes", "calibration_axes")
@@ -147,6 +175,10 @@ class WorkflowConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    auto_method: AutoMethodConfig = Field(
+        default_factory=AutoMethodConfig,
+        description="What an empty method cell of the dataset sheet chooses.",
+    )
     methods: MethodsConfig = Field(  # type: ignore[valid-type]
         default_factory=MethodsConfig, description="Each method's own settings."
     )
@@ -185,8 +217,11 @@ def load_workflow_config(data: dict[str, Any], where: str = "config") -> Workflo
         raise ConfigError(format_validation_error(err, where)) from None
 
 
-def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
+def read_dataset_sheet(path: str | Path, auto: AutoMethodConfig | None = None) -> list[DatasetRow]:
     """Read and validate a TSV dataset sheet (header row, one dataset per row).
+
+    Rows with an empty (or ``auto``) ``method`` cell get the method of the ``auto`` rules
+    (:func:`resolve_auto_methods`; ``None``: the default :class:`AutoMethodConfig`).
 
     Raises
     ------
@@ -213,17 +248,57 @@ def read_dataset_sheet(path: str | Path) -> list[DatasetRow]:
             except ValidationError as err:
                 name = clean.get("name", "?")
                 problems.append(format_validation_error(err, f"{path} row {i} ({name})"))
+    problems += resolve_auto_methods(rows, auto or AutoMethodConfig(), path)
     names = [r.name for r in rows]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         problems.append(f"{path}: duplicate dataset names {dups}")
     problems += reserved_name_problems(rows, path)
-    problems += group_sheet_problems(rows, path)
+    if not any(r.method == AUTO for r in rows):  # unresolved rows: their problem is named
+        problems += group_sheet_problems(rows, path)
     if not rows and not problems:
         problems.append(f"{path}: the sheet has no dataset rows")
     if problems:
         raise ConfigError("\n".join(problems))
     return rows
+
+
+def resolve_auto_methods(
+    rows: list[DatasetRow], auto: AutoMethodConfig, path: str | Path
+) -> list[str]:
+    """Give every ``auto`` row its method (:func:`denoise.methods.auto.choose_method`), from
+    the input's header only (:func:`denoise.io.readers.probe_input`); returns the problems.
+
+    Rows of one ``group`` share a method: a group's rows are resolved from its first row.
+    """
+    problems: list[str] = []
+    group_choice: dict[str, str] = {}
+    for i, r in enumerate(rows, start=1):
+        if r.method != AUTO:
+            continue
+        where = f"{path} row {i} ({r.name}): key 'method'"
+        if not auto.enabled:
+            problems.append(
+                f"{where}: the cell is empty and auto_method.enabled is false: name a method "
+                f"({', '.join(METHODS)})"
+            )
+            continue
+        if r.group and r.group in group_choice:
+            r.method, r._chosen_by = group_choice[r.group], f"auto: as group '{r.group}'"
+            continue
+        try:
+            axes, shape = probe_input(r.uri, r.axes)
+        except (InputError, ValueError, OSError) as exc:
+            problems.append(
+                f"{path} row {i} ({r.name}): key 'uri': {exc} (the empty method cell is "
+                "chosen from this input)"
+            )
+            continue
+        choice = choose_method(axes, shape, auto, r.group)
+        r.method, r._chosen_by = choice.method, choice.reason
+        if r.group:
+            group_choice[r.group] = choice.method
+    return problems
 
 
 #: Methods whose rows may share a ``group`` model: one network per group, and for PN2V one

@@ -496,8 +496,11 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 
     data = yaml.safe_load(Path(a.config).read_text()) or {}
     cfg = load_workflow_config(data, where=a.config)
-    rows = read_dataset_sheet(cfg.datasets)
+    rows = read_dataset_sheet(cfg.datasets, cfg.auto_method)
     check_sheet_inputs(rows, cfg.datasets)
+    for r in rows:
+        if r.chosen_by:
+            print(f"{r.name}: method {r.method} ({r.chosen_by})")
     print(f"{a.config}: OK ({len(rows)} dataset(s): {', '.join(r.name for r in rows)})")
 
 
@@ -801,7 +804,11 @@ def _add_tools(sub: Any) -> None:
         "import-bmz",
         help="A BMZ package (ours from export-bmz, or a foreign N2V-type one) into a model directory (model.pt + model.json).",
     )
-    p.add_argument("package", metavar="PACKAGE", help="BMZ package (.zip): ours (export-bmz) or a foreign N2V-type one (README, Model export).")
+    p.add_argument(
+        "package",
+        metavar="PACKAGE",
+        help="BMZ package (.zip): ours (export-bmz) or a foreign N2V-type one (README, Model export).",
+    )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="Model directory to write.")
     p.set_defaults(func=cmd_import_bmz)
 

@@ -35,11 +35,15 @@ SITE = {key: str(config.get(key) or default) for key, default in SITE_DEFAULTS.i
 # source as workflow/schemas/*.json; a plug-in method's methods.<name> block is known too).
 CFG = load_workflow_config({k: v for k, v in config.items() if k not in SITE}, where="config")
 SHEET = CFG.datasets
-ROWS = {row.name: row for row in read_dataset_sheet(SHEET)}
+# Rows with an empty method cell get theirs from the input's header (auto_method rules).
+ROWS = {row.name: row for row in read_dataset_sheet(SHEET, CFG.auto_method)}
 # The sheet's inputs are opened once per run, by the main process: cluster and subprocess jobs
 # re-read the Snakefile and skip it (the main process checked before submitting them).
 if not workflow.remote_exec and not workflow.subprocess_exec:
     check_sheet_inputs(list(ROWS.values()), SHEET)
+    for _row in ROWS.values():
+        if _row.chosen_by:
+            print(f"dataset {_row.name}: method {_row.method} ({_row.chosen_by})", file=sys.stderr)
 RES = CFG.results
 SEED = CFG.seed
 DATASETS = list(ROWS)
