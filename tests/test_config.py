@@ -64,3 +64,22 @@ def test_sheet_duplicate_names(tmp_path):
     p = _sheet(tmp_path, [("a", "x.tif", "yx", "n2v", "", ""), ("a", "y.tif", "yx", "n2v", "", "")])
     with pytest.raises(ConfigError, match="duplicate"):
         read_dataset_sheet(p)
+
+
+def test_pn2v_without_calibration_is_advised_against(tmp_path, caplog):
+    """Issue 19: the sheet check says why uncalibrated PN2V is a poor choice, and what to give."""
+    fish = REPO / "demo" / "data" / "fish_noisy.tif"
+    p = tmp_path / "s.tsv"
+    p.write_text(
+        "name\turi\taxes\tmethod\tnoise_model\tcalibration\n"
+        f"a\t{fish}\tyx\tpn2v\t\t\n"
+        f"b\t{fish}\tyx\tpn2v\tgmm_bootstrap\t\n"
+        f"c\t{fish}\tyx\tpn2v\thistogram\t{fish}\n"
+        f"d\t{fish}\tyx\tn2v\t\t\n"
+    )
+    with caplog.at_level("WARNING", logger="denoise.io.sheet_checks"):
+        check_sheet_inputs(read_dataset_sheet(p), p)
+    advised = [r.getMessage() for r in caplog.records]
+    assert len(advised) == 2
+    assert "row 1 (a)" in advised[0] and "'poisson_gaussian'" in advised[0]
+    assert "row 2 (b)" in advised[1] and "calibration" in advised[1] and "bm3d_vst" in advised[1]
