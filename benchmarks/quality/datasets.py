@@ -100,9 +100,14 @@ def fmd_testset(
         yield Item(c, stack, _png(root / "gt" / f"{c}.png"), "tyx", "fmd_testset", frames)
 
 
-def bsd68(data: Path = DATA, indices: Sequence[int] = (0, 1, 2)) -> Iterator[Item]:
-    """BSD68 with the Noise2Fast paper's Gaussian σ = 25 realisation (GT uint8, noisy float32)."""
+def bsd68(data: Path = DATA, indices: Sequence[int] | None = None) -> Iterator[Item]:
+    """BSD68 with the Noise2Fast paper's Gaussian σ = 25 realisation (GT uint8, noisy float32).
+
+    ``indices``: the images to load; None: every image of the shared set (12, ``gt/<i>.tif``).
+    """
     root = data / "synthetic" / "bsd68_gaussian25_n2f"
+    if indices is None:
+        indices = sorted(int(f.stem) for f in (root / "gt").glob("*.tif"))
     for i in indices:
         yield Item(str(i), _tif(root / "noisy" / f"{i}.tif"), _tif(root / "gt" / f"{i}.tif"), "yx",
                    "bsd68")  # fmt: skip

@@ -396,6 +396,19 @@ def _runners() -> dict[str, Runner]:
 
 RUNNERS: dict[str, Runner] = _runners()
 
+
+def run_auto(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """The default of an empty ``method`` cell (:mod:`denoise.methods.auto`) for a scored
+    frame as a single image: runs the chosen method's runner (the ``auto`` row repeats it)."""
+    from denoise.methods.auto import AutoMethodConfig, choose_method
+
+    choice = choose_method("yx", item.gt.shape, AutoMethodConfig())
+    out, secs, extra = RUNNERS[choice.method](item, ctx)
+    return out, secs, {**extra, "auto": f"{choice.method} ({choice.reason})"}
+
+
+RUNNERS["auto"] = run_auto
+
 LABELS: dict[str, str] = {
     "noisy": "noisy input",
     "gaussian_oracle": "Gaussian, σ from GT (oracle)",
@@ -408,12 +421,13 @@ LABELS: dict[str, str] = {
     "deconoising": "DecoNoising (ours)",
     "noise2fast": "Noise2Fast (ours)",
     "careamics_n2v": "CAREamics 0.3.5 N2V",
+    "auto": "the default (empty method cell: auto_method rules)",
 }
 
 
 def availability(method: str, ctx: Context) -> str:
     """Empty when ``method`` can run here, else why not (printed as a note, never an error)."""
-    if method in ("bm3d_vst", "bm3d_vst_oracle"):
+    if method in ("bm3d_vst", "bm3d_vst_oracle", "auto"):
         try:
             import bm3d  # noqa: F401
         except ImportError:

@@ -49,6 +49,7 @@ UNRANKED = {
     "noisy": "the input itself, not a method",
     "noise2fast": "its denoise_fn would retrain the network on the masked image (minutes)",
     "bm3d_vst_oracle": "a GT-informed reference row; scoring it would cost another BM3D run",
+    "auto": "it repeats the chosen method's row (scored there)",
 }
 #: Methods left out of a set's default plan to keep the whole run under an hour on 2 cores.
 _PEER = "time (the peer is compared on fmd_confocal)"

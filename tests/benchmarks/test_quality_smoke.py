@@ -36,12 +36,12 @@ def test_table_on_a_crop(quality, fish_pair, tmp_path: Path) -> None:
     ctx = methods.Context(work=tmp_path / "work", seed=0, budgets={"smoke": 1.0},
                           careamics_python=tmp_path / "absent" / "python", n2f_max_steps=16)  # fmt: skip
     wanted = ["noisy", "gaussian_oracle", "gaussian", "bm3d_vst", "n2v", "n2v2", "noise2fast",
-              "careamics_n2v"]  # fmt: skip
+              "careamics_n2v", "auto"]  # fmt: skip
     lines: list[str] = []
     rows, notes = quality.run_benchmark([item], wanted, ctx, say=lines.append)
 
     ran = [r["method"] for r in rows]
-    expected = ["noisy", "gaussian_oracle", "gaussian", "bm3d_vst", "n2v", "n2v2"]
+    expected = ["noisy", "gaussian_oracle", "gaussian", "bm3d_vst", "n2v", "n2v2", "auto"]
     if not methods.availability("noise2fast", ctx):
         expected.append("noise2fast")
     assert ran == expected
@@ -53,6 +53,9 @@ def test_table_on_a_crop(quality, fish_pair, tmp_path: Path) -> None:
                       / np.mean((item.gt.astype(float) - item.noisy) ** 2))
     )  # fmt: skip
     assert by["gaussian_oracle"]["psnr"] > by["noisy"]["psnr"]
+    # the default of an empty method cell on a single image is bm3d_vst: the same numbers
+    assert by["auto"]["psnr"] == pytest.approx(by["bm3d_vst"]["psnr"], abs=1e-4)
+    assert np.isnan(by["auto"]["score"])
     for m in ("gaussian_oracle", "gaussian", "bm3d_vst", "n2v", "n2v2"):
         assert np.isfinite(by[m]["score"]), m
     assert all(np.isnan(by[m]["score"]) for m in ("noisy", "noise2fast") if m in by)
