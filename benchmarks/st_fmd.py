@@ -11,7 +11,9 @@ reference of issue 17: the mean of all four frames, then BM3D+VST with the noise
 :func:`denoise.predict.reference.predict_whole_series` and all 20 frames are scored, PSNR =
 10·log10(range(GT)² / MSE) (``../shared/data/README.md``)::
 
-    .venv/bin/python benchmarks/st_fmd.py --steps 400 --k 2
+    .venv/bin/python benchmarks/st_fmd.py --steps 400 --ks 2
+    .venv/bin/python benchmarks/st_fmd.py --steps 1500 --ks 1 2 3 --features 8 --patch 32 --batch 8 \\
+        --lr 3e-3 --mask 0.05   # the synthetic benchmark's network and budget
 
 Measured (2026-12-04, 2-core dev box at load 6-14, ``--steps 400 --k 2``, the default network
 (depth 2, 32 features, batch 16 of 64²), one thread; the run was stopped after two of the five
@@ -93,20 +95,27 @@ def run_config(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any
     arr = omezarr.create_image(store, raw.shape, raw.dtype, "tyx", (1, *raw.shape[1:]))
     arr[...] = raw
     row: dict[str, Any] = {"config": name, "noisy": np.mean([psnr(f, gt) for f in raw])}
-    cfg = TrainConfig(epochs=1, steps_per_epoch=args.steps, threads=1, validation_fraction=0.0)
+    net = {"features": args.features, "patch_size": args.patch, "batch_size": args.batch,
+           "learning_rate": args.lr, "mask_fraction": args.mask}  # fmt: skip
+    cfg = TrainConfig(
+        epochs=1, steps_per_epoch=args.steps, threads=1, validation_fraction=0.0,
+        **{k: v for k, v in net.items() if v is not None},
+    )  # fmt: skip
     pcfg = PredictConfig(threads=1)
-    t0 = time.perf_counter()
-    train_spatiotemporal(store, work / f"st_{name}", cfg, seed=0, k=args.k, progress=False)
-    st = build_predictor(
-        "spatiotemporal", pcfg, 0, model_dir=work / f"st_{name}", settings={"k": args.k}
-    )
-    out = predict_whole_series(st, raw)[0]
-    row["spatiotemporal"] = np.mean([psnr(f, gt) for f in out])
-    row["st_seconds"] = time.perf_counter() - t0
+    for k in args.ks:
+        t0 = time.perf_counter()
+        train_spatiotemporal(store, work / f"st_{name}_{k}", cfg, seed=0, k=k, progress=False)
+        st = build_predictor(
+            "spatiotemporal", pcfg, 0, model_dir=work / f"st_{name}_{k}", settings={"k": k}
+        )
+        out = predict_whole_series(st, raw)[0]
+        row[f"spatiotemporal_k{k}"] = np.mean([psnr(f, gt) for f in out])
+        row[f"st_seconds_k{k}"] = time.perf_counter() - t0
+        if args.bm3d:
+            wb = build_predictor("window_bm3d_vst", pcfg, 0, noise_model=noise, settings={"k": k})
+            out = predict_whole_series(wb, raw)[0]
+            row[f"window_bm3d_vst_k{k}"] = np.mean([psnr(f, gt) for f in out])
     if args.bm3d:
-        wb = build_predictor("window_bm3d_vst", pcfg, 0, noise_model=noise, settings={"k": args.k})
-        out = predict_whole_series(wb, raw)[0]
-        row["window_bm3d_vst"] = np.mean([psnr(f, gt) for f in out])
         p = mean_noise_params(channel_params(noise, 0), raw.shape[0])
         row["mean_bm3d_vst"] = psnr(bm3d_vst(raw.mean(0), p, import_bm3d("bench")), gt)
     return row
@@ -117,7 +126,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--k", type=int, default=2)
+    p.add_argument("--ks", type=int, nargs="+", default=[2], help="k values (one network each)")
+    p.add_argument("--features", type=int, default=None, help="U-Net features (TrainConfig's)")
+    p.add_argument("--patch", type=int, default=None, help="patch edge (TrainConfig's)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (TrainConfig's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (TrainConfig's)")
+    p.add_argument("--mask", type=float, default=None, help="blind-spot fraction (TrainConfig's)")
     p.add_argument("--modality", default="Confocal")
     p.add_argument("--configs", nargs="*", default=list(CONFIGS))
     p.add_argument("--no-bm3d", dest="bm3d", action="store_false")
@@ -132,8 +146,8 @@ def main() -> None:
                            for k, v in rows[-1].items()), flush=True)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    keys = [k for k in rows[0] if k not in ("config", "st_seconds")]
-    print(f"\n{args.modality}, all frames, k = {args.k}, {args.steps} steps: mean PSNR (dB)")
+    keys = [k for k in rows[0] if k != "config" and not k.startswith("st_seconds")]
+    print(f"\n{args.modality}, all frames, k = {args.ks}, {args.steps} steps: mean PSNR (dB)")
     for k in keys:
         print(f"  {k:<16} {np.mean([r[k] for r in rows]):.2f}")
 
