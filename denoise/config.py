@@ -141,11 +141,18 @@ class DatasetRow(_Strict):
 
     #: Why the method is what it is ("" when the sheet names it; the auto rule otherwise).
     _chosen_by: str = PrivateAttr("")
+    #: The input's (axes, shape) when the auto rule read its header (reused by the sheet check).
+    _probed: tuple[str, tuple[int, ...]] | None = PrivateAttr(None)
 
     @property
     def chosen_by(self) -> str:
         """``"auto: ..."`` when :func:`read_dataset_sheet` chose the method, else ``""``."""
         return self._chosen_by
+
+    @property
+    def probed(self) -> tuple[str, tuple[int, ...]] | None:
+        """The input's ``(axes, shape)`` if the auto rule already read its header, else None."""
+        return self._probed
 
     @property
     def needs(self) -> frozenset[str]:
@@ -295,7 +302,7 @@ def resolve_auto_methods(
             )
             continue
         choice = choose_method(axes, shape, auto, r.group)
-        r.method, r._chosen_by = choice.method, choice.reason
+        r.method, r._chosen_by, r._probed = choice.method, choice.reason, (axes, shape)
         if r.group:
             group_choice[r.group] = choice.method
     return problems

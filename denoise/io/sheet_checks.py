@@ -68,7 +68,8 @@ def check_sheet_inputs(rows: list[DatasetRow], sheet: str | Path) -> None:
             if not uri:
                 continue
             try:
-                found, shape = probe_input(uri, axes)
+                probed = row.probed if key == "uri" else None  # read once by the auto rule
+                found, shape = probed or probe_input(uri, axes)
             except (InputError, ValueError, OSError) as exc:
                 problems.append(f"{where}: key '{key}': {exc}")
                 continue
