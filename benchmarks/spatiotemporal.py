@@ -107,15 +107,17 @@ def run_one(speed: float, seed: int, args: argparse.Namespace, work: Path) -> li
     )
     preds["spatiotemporal"] = (st, t0)
     t0 = time.perf_counter()
-    train_n2v(store, work / f"n2v{speed:g}", cfg, seed=0, progress=False)
-    preds["n2v"] = (build_predictor("n2v", pcfg, 0, model_dir=work / f"n2v{speed:g}"), t0)
+    if args.per_frame:
+        train_n2v(store, work / f"n2v{speed:g}", cfg, seed=0, progress=False)
+        preds["n2v"] = (build_predictor("n2v", pcfg, 0, model_dir=work / f"n2v{speed:g}"), t0)
     if args.bm3d:
         wb = build_predictor(
             "window_bm3d_vst", pcfg, 0, noise_model=s.noise_params(), settings={"k": args.k}
         )
         preds["window_bm3d_vst"] = (wb, time.perf_counter())
-        bm = build_predictor("bm3d_vst", pcfg, 0, noise_model=s.noise_params())
-        preds["bm3d_vst"] = (bm, time.perf_counter())
+        if args.per_frame:
+            bm = build_predictor("bm3d_vst", pcfg, 0, noise_model=s.noise_params())
+            preds["bm3d_vst"] = (bm, time.perf_counter())
     rows = [
         {"speed": speed, "seed": seed, "method": "noisy", "psnr": psnr(s.noisy, s.truth),
          "psnr_onsets": psnr(s.noisy[onsets], s.truth[onsets]), "seconds": 0.0},
@@ -141,6 +143,10 @@ def main() -> None:
     p.add_argument("--speeds", type=float, nargs="*", default=list(SPEEDS))
     p.add_argument("--seed", type=int, default=0, help="synthetic series seed")
     p.add_argument("--no-bm3d", dest="bm3d", action="store_false", help="skip window_bm3d_vst")
+    p.add_argument(
+        "--no-per-frame", dest="per_frame", action="store_false",
+        help="skip per-frame n2v and bm3d_vst (they do not depend on k: for k sweeps)",
+    )  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="spatiotemporal_bench_"))
