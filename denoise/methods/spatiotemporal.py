@@ -31,8 +31,13 @@ Design (SUPPORT-style spatiotemporal blind spot, Eom et al. 2023; option (A) of 
   window, and a random time reversal of the window (the noise model is symmetric in time).
 * Every batch is a pure function of ``(seed, step)`` (:class:`WindowPatchSource`).
 * ``k`` (``methods.spatiotemporal.k``, stored in the model's metadata as
-  ``objective.halo_t`` and ``method_settings.k``) defaults to 2; it must be chosen by
-  measurement later (benchmarks on the synthetic time-lapses).
+  ``objective.halo_t`` and ``method_settings.k``) defaults to 3, chosen by measurement at one
+  budget (depth-2 U-Net, 8 features, batch 8 of 32², 1500 steps): on the five FMD Confocal
+  4-frame fields of view (all 20 frames, ``benchmarks/st_fmd.py``) k = 1/2/3 gave 35.51/36.33/
+  36.71 dB (k = 3 best on every configuration: with 4 frames every k = 3 window holds all of
+  them); on the synthetic series (``benchmarks/spatiotemporal.py``, 3 seeds) k = 3 against
+  k = 2 was higher at 2 and 5 px/frame on every seed and about level at 0-0.5 px/frame (see
+  that benchmark's table).
 * Prediction: :class:`WindowNetworkPredictor`, a :class:`~denoise.predict.network.
   NetworkPredictor` with ``halo_t = k`` taking ``(N, 2k + 1, *tile)`` windows (normalisation,
   halo and tiling as for N2V: every frame is normalised with its channel's mean/std).
@@ -65,12 +70,12 @@ class SpatiotemporalSettings(Strict):
     """``methods.spatiotemporal``: the frame window of the spatiotemporal blind-spot network."""
 
     k: int = Field(
-        2,
+        3,
         ge=1,
         le=8,
         description=(
-            "Frames each side of the centre frame (the network sees 2k+1 frames); "
-            "2 until chosen by measurement."
+            "Frames each side of the centre frame (the network sees 2k+1 frames); 3: best of "
+            "1/2/3 on the FMD Confocal 4-frame fields of view and the synthetic series."
         ),
     )
 

@@ -62,7 +62,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]
     store = write_store(tmp / "in.ome.zarr", _series(0.5)[0], "tyx", (2, 32, 32))
     request = TrainRequest(
         store=str(store), model_dir=str(tmp / "model"), train=TrainConfig(**TINY),
-        settings=SpatiotemporalSettings(), seed=3, fingerprint="fp",
+        settings=SpatiotemporalSettings(k=2), seed=3, fingerprint="fp",
     )  # fmt: skip
     summary = get_method("spatiotemporal").train(request)
     return store, tmp / "model", summary
@@ -71,10 +71,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]
 def test_registry_entry_and_metadata(trained) -> None:
     spec = get_method("spatiotemporal")
     assert spec.kind == "trained" and spec.needs == frozenset({"frames"})
-    assert SpatiotemporalSettings().k == 2
+    assert SpatiotemporalSettings().k == 3  # the default, chosen by measurement
     _, model_dir, summary = trained
     assert summary["halo_t"] == 2 and summary["steps_done"] == 10
-    pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=model_dir)
+    pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=model_dir, settings={"k": 2})
     assert (pred.kind, pred.ndim, pred.halo_t) == ("tiled", 2, 2)
     assert pred.meta["objective"]["halo_t"] == 2 and pred.meta["method_settings"] == {"k": 2}
     assert pred.meta["hparams"]["in_channels"] == 5
@@ -97,7 +97,7 @@ def _run(src: Path, out: Path, pred, scatter: int) -> tuple[np.ndarray, list[dic
 def test_runner_equals_whole_series(trained, tmp_path: Path, scatter: int) -> None:
     """20 frames (two 16-frame units along t for k = 2), 60 × 72 px in 64-px tiles (halo 24)."""
     _, model_dir, _ = trained
-    pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=model_dir)
+    pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=model_dir, settings={"k": 2})
     noisy = timelapse(0.5, seed=2, frames=20).noisy[:, :60, :72]
     src = write_store(tmp_path / "in.ome.zarr", noisy, "tyx", (3, 32, 32))
     got, summaries = _run(src, tmp_path / "out.ome.zarr", pred, scatter)
@@ -115,7 +115,7 @@ def test_runner_equals_whole_series(trained, tmp_path: Path, scatter: int) -> No
 def test_tzyx_per_plane_and_short_series(trained, tmp_path: Path) -> None:
     """tzyx data: every z plane is its own series; a 3-frame series (< 2k + 1) works."""
     _, model_dir, _ = trained
-    pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=model_dir)
+    pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=model_dir, settings={"k": 2})
     noisy = _series(2.0, seed=1)[0]
     tzyx = np.stack([noisy[:3, :40, :48], noisy[3:6, :40, :48]], axis=1)  # (3, 2, 40, 48)
     src = write_store(tmp_path / "tzyx.ome.zarr", tzyx, "tzyx", (1, 1, 40, 48))
@@ -219,7 +219,7 @@ def test_beats_per_frame_n2v_on_a_static_series(tmp_path: Path) -> None:
     cfg = TrainConfig(**{**TINY, "steps_per_epoch": 200, "validation_fraction": 0.0})
     train_spatiotemporal(store, tmp_path / "st", cfg, seed=0, k=2, progress=False)
     train_n2v(store, tmp_path / "n2v", cfg, seed=0, progress=False)
-    st = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=tmp_path / "st")
+    st = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=tmp_path / "st", settings={"k": 2})
     n2v = build_predictor("n2v", PredictConfig(), 0, model_dir=tmp_path / "n2v")
     p_st = _psnr(predict_whole_series(st, noisy)[0], truth)
     p_n2v = _psnr(predict_whole_series(n2v, noisy)[0], truth)

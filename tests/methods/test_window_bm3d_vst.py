@@ -47,7 +47,7 @@ def test_mean_noise_params_rule() -> None:
 def test_registry_entry() -> None:
     spec = get_method("window_bm3d_vst")
     assert spec.kind == "classical" and "frames" in spec.needs
-    assert spec.settings().k == 2
+    assert spec.settings().k == 3  # the same default as spatiotemporal's
     pred = build_predictor("window_bm3d_vst", PredictConfig(), 0, noise_model=PARAMS, settings={"k": 3})
     assert (pred.kind, pred.ndim, pred.halo_t) == ("plane", 2, 3)
     with pytest.raises(ValueError, match="noise model"):
@@ -61,7 +61,8 @@ def test_beats_single_frame_bm3d_vst_on_a_static_series() -> None:
     # to 0.9 dB (the window blurs the one-frame rise): a case for the spatiotemporal network.
     s = timelapse(0.0, seed=0, n_transients=0)
     n = s.params.frames
-    window = build_predictor("window_bm3d_vst", PredictConfig(), 0, noise_model=s.noise_params())
+    window = build_predictor("window_bm3d_vst", PredictConfig(), 0, noise_model=s.noise_params(),
+                             settings={"k": 2})
     single = build_predictor("bm3d_vst", PredictConfig(), 0, noise_model=s.noise_params())
     k = window.halo_t
     gains = []

@@ -22,6 +22,7 @@ import torch
 from denoise.config import PredictConfig, TrainConfig
 from denoise.io import omezarr
 from denoise.methods.registry import build_predictor
+from denoise.methods.spatiotemporal import SpatiotemporalSettings
 from denoise.metrics.evaluate import evaluate
 from denoise.metrics.next_frame import WindowPredictor, sample_frames, window_predictor
 from denoise.metrics.noref import leave_out_window
@@ -35,6 +36,8 @@ from denoise.synthetic.timelapse import SPEEDS, timelapse
 SHAPE = {"frames": 12, "size": 64, "n_transients": 1, "n_objects": 1}
 #: Pairs closer than this in true PSNR may come in either order.
 MARGIN_DB = 0.3
+#: Frames each side for spatiotemporal and window_bm3d_vst in the ranking test: the default.
+K = SpatiotemporalSettings().k
 
 
 class WindowMean:
@@ -173,17 +176,17 @@ def _train(method: str, store: str, model_dir: Path) -> None:
         learning_rate=3e-3, mask_fraction=0.05, threads=1, validation_fraction=0.0,
     )  # fmt: skip
     if method == "spatiotemporal":
-        train_spatiotemporal(store, model_dir, cfg, seed=0, k=2, progress=False)
+        train_spatiotemporal(store, model_dir, cfg, seed=0, k=K, progress=False)
     else:
         train_n2v(store, model_dir, cfg, seed=0, progress=False)
 
 
 def _four_methods(raw: str, work: Path, noise: dict) -> dict[str, tuple[str, WindowPredictor | None]]:
-    """spatiotemporal, n2v, bm3d_vst and window_bm3d_vst (k = 2) through runner and rebuild."""
+    """spatiotemporal, n2v, bm3d_vst and window_bm3d_vst (k = K) through runner and rebuild."""
     rows = {}
     for method in ("spatiotemporal", "n2v", "bm3d_vst", "window_bm3d_vst"):
         model = work / f"{method}_model"
-        settings = {"k": 2} if method in ("spatiotemporal", "window_bm3d_vst") else {}
+        settings = {"k": K} if method in ("spatiotemporal", "window_bm3d_vst") else {}
         if method in ("spatiotemporal", "n2v"):
             _train(method, raw, model)
         pred = build_predictor(
