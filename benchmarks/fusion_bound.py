@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             def den_b(x: np.ndarray, fit: dict = fit) -> np.ndarray:
                 return np.asarray(bm3d_vst(x, fit, bm3d), np.float64)
 
-            def den_n(x: np.ndarray, model: torch.nn.Module = model, meta: dict = meta) -> np.ndarray:
+            def den_n(
+                x: np.ndarray, model: torch.nn.Module = model, meta: dict = meta
+            ) -> np.ndarray:
                 return predict_whole(model, meta, x.astype(np.float32)).astype(np.float64)
 
             b0, n0 = den_b(y), den_n(y)
