@@ -29,6 +29,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -53,7 +54,7 @@ def undihedral(z: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(np.fliplr(z) if k >= 4 else z, -(k % 4))
 
 
-def run(variant: str, z: np.ndarray, bm3d) -> np.ndarray:  # noqa: ANN001
+def run(variant: str, z: np.ndarray, bm3d: Any) -> np.ndarray:
     """BM3D of the stabilised image ``z`` in one variant."""
     if variant == "base":
         return np.asarray(bm3d.bm3d(z, 1.0))
