@@ -12,9 +12,11 @@ config (:class:`AutoMethodConfig`):
    train on a CPU budget: the five FMD confocal pairs 33.85 dB vs 33.69 for DecoNoising,
    33.46 Noise2Fast and 33.37 N2V; the Confocal test frames 34.44 vs 34.02; the held-out
    wide-field images 31.89 / 35.95 vs 31.11 / 34.60 for the best network; issue 19);
-3. larger inputs get ``large_image`` (``n2v``): BM3D runs at ~0.04 MPix/s per core, ~10× slower
-   than N2V's tiled prediction, so above ``large_mpix`` the default keeps N2V's prediction time
-   (``benchmarks/auto_throughput.py`` has the figures).
+3. larger inputs get ``large_image`` (``n2v``): measured through the prediction stage on 2
+   cores, ``bm3d_vst`` runs at 0.041 MPix/s (6.4 s per 512² plane), 14× N2V's tiled prediction
+   time (0.59 MPix/s), so above ``large_mpix`` the default keeps N2V's prediction time: a
+   terabyte of uint16 takes ~240 h on 2 cores instead of ~3,400 h
+   (``benchmarks/auto_throughput.py``).
 
 Each rule is a setting: set one to another registered method to switch it off (e.g.
 ``single_image: n2v``); ``enabled: false`` makes an empty cell an error naming the row instead.
