@@ -25,7 +25,9 @@ phases run unless ``--copies`` is given.  A small run on a shared machine::
 Measured 2026-12-04 (b553797, 2-core machine at load 11–14, niced): ``--frames 2048 --size
 1024 --halo-t 2 --scatter 4`` (4 GiB) read 1.248× the input's bytes (target <= 1.5×), peak RSS
 0.73 GiB in the predict phase and for the whole run under ``/usr/bin/time -v`` (target
-< 2 GiB); predict 400 s, gather 1659 s (upper bounds; see docs/scaling.md).
+< 2 GiB); predict 400 s, gather 1659 s (upper bounds; see docs/scaling.md).  With ``--halo-t 3`` (k = 3,
+the default since c9c3969) on a quiet machine: 1.249×, peak RSS 0.86 GiB, predict 61 s,
+gather 72 s.
 
 Prints throughput (MPix/s, MB/s of input) and the stage/copy ratios measured in this run.
 Run it under ``/usr/bin/time -v`` to get the peak RSS of the whole run as well::
