@@ -30,15 +30,14 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import tifffile
 import torch
+from st_throughput import run_once  # the same timed prediction stage (benchmarks/)
 
 from denoise.config import NoiseModelConfig, PredictConfig, TrainConfig
 from denoise.io import omezarr
@@ -46,7 +45,6 @@ from denoise.methods.auto import AutoMethodConfig
 from denoise.methods.n2v import train_n2v
 from denoise.methods.registry import build_predictor
 from denoise.noise.poisson_gaussian import estimate_poisson_gaussian
-from denoise.predict.runner import init_output, predict_units
 
 FISH = Path(__file__).resolve().parents[1].parent / "shared/data/fmd_confocal_n2f/noisy/fish.tif"
 TB_PIXELS = 5e11  # 1 TB of uint16
@@ -60,16 +58,6 @@ def make_store(path: Path, planes: int, seed: int = 0) -> str:
     arr = omezarr.create_image(path, data.shape, np.float32, "zyx", (1, 512, 512))
     arr[...] = data
     return str(path)
-
-
-def run_once(store: str, out: Path, predictor: Any, threads: int) -> float:
-    """Seconds of one prediction stage into a fresh store."""
-    shutil.rmtree(out, ignore_errors=True)
-    cfg = PredictConfig(threads=threads)
-    init_output(store, {"denoised": str(out)}, "bench", {"benchmark": "auto_throughput"})
-    t0 = time.perf_counter()
-    predict_units(store, {"denoised": str(out)}, predictor, cfg, "bench")
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -99,7 +87,7 @@ def main() -> None:
         best: dict[str, float] = {}
         for rep in range(args.repeats):
             for name, pred in preds.items():
-                s = run_once(store, work / f"{name}.ome.zarr", pred, args.threads)
+                s = run_once(store, work / f"{name}.ome.zarr", pred, args.threads)["seconds"]
                 print(f"  run {rep + 1} {name:9s} {s:7.1f} s  {mpix / s:6.3f} MPix/s", flush=True)
                 best[name] = min(best.get(name, s), s)
         rate = {n: mpix / s for n, s in best.items()}

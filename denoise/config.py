@@ -308,6 +308,12 @@ def resolve_auto_methods(
     return problems
 
 
+def auto_choice_lines(rows: list[DatasetRow]) -> list[str]:
+    """``dataset <name>: method <method> (<reason>)`` for every row whose method the auto rule
+    chose (printed at workflow start and by ``denoise check-config``)."""
+    return [f"dataset {r.name}: method {r.method} ({r.chosen_by})" for r in rows if r.chosen_by]
+
+
 #: Methods whose rows may share a ``group`` model: one network per group, and for PN2V one
 #: noise model per group (fitted on all the group's stores), for DecoNoising one PSF.
 GROUP_METHODS = ("n2v", "n2v2", "pn2v", "deconoising", "spatiotemporal")

@@ -66,6 +66,8 @@ class Context:
     n2f_max_steps: int = 4000
     steps_per_second: float = 4.0
     _noise: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The current unit's results by method (:func:`run_method`), reset when the unit changes.
+    _results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score_seed(self) -> int:
@@ -403,11 +405,22 @@ def run_auto(item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any
     from denoise.methods.auto import AutoMethodConfig, choose_method
 
     choice = choose_method("yx", item.gt.shape, AutoMethodConfig())
-    out, secs, extra = RUNNERS[choice.method](item, ctx)
+    out, secs, extra = run_method(choice.method, item, ctx)
     return out, secs, {**extra, "auto": f"{choice.method} ({choice.reason})"}
 
 
 RUNNERS["auto"] = run_auto
+
+
+def run_method(method: str, item: Item, ctx: Context) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """``RUNNERS[method]`` on ``item``, run once per unit: the ``auto`` row reuses the result
+    of the method it chose when that row already ran on the unit (no second BM3D)."""
+    unit = f"{item.set}/{item.name}/{item.noisy.shape}"
+    if ctx._results.get("unit") != unit:
+        ctx._results = {"unit": unit}
+    if method not in ctx._results:
+        ctx._results[method] = RUNNERS[method](item, ctx)
+    return ctx._results[method]
 
 LABELS: dict[str, str] = {
     "noisy": "noisy input",

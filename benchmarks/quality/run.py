@@ -42,7 +42,7 @@ for _p in (str(REPO), str(HERE)):
 import numpy as np  # noqa: E402
 import report  # noqa: E402
 from datasets import DATA, SETS, Item, load  # noqa: E402
-from methods import LABELS, RUNNERS, SCORE_FRACTION, Context, availability  # noqa: E402
+from methods import LABELS, RUNNERS, SCORE_FRACTION, Context, availability, run_method  # noqa: E402
 
 #: Methods never scored by the no-reference criterion (and why).
 UNRANKED = {
@@ -144,7 +144,7 @@ def run_benchmark(
             f"(planned ~{plan:.0f} s, load {load1:.1f}) ...")  # fmt: skip
         t0 = time.perf_counter()
         try:
-            out, seconds, extra = RUNNERS[method](item, ctx)
+            out, seconds, extra = run_method(method, item, ctx)
         except Exception as exc:  # a failing method is reported, the benchmark goes on
             traceback.print_exc()
             notes.append(

@@ -491,16 +491,15 @@ def cmd_report(a: argparse.Namespace) -> None:
 def cmd_check_config(a: argparse.Namespace) -> None:
     import yaml
 
-    from denoise.config import load_workflow_config, read_dataset_sheet
+    from denoise.config import auto_choice_lines, load_workflow_config, read_dataset_sheet
     from denoise.io.sheet_checks import check_sheet_inputs
 
     data = yaml.safe_load(Path(a.config).read_text()) or {}
     cfg = load_workflow_config(data, where=a.config)
     rows = read_dataset_sheet(cfg.datasets, cfg.auto_method)
     check_sheet_inputs(rows, cfg.datasets)
-    for r in rows:
-        if r.chosen_by:
-            print(f"{r.name}: method {r.method} ({r.chosen_by})")
+    for line in auto_choice_lines(rows):
+        print(line)
     print(f"{a.config}: OK ({len(rows)} dataset(s): {', '.join(r.name for r in rows)})")
 
 

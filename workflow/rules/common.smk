@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise.config import load_workflow_config, read_dataset_sheet, to_json
+from denoise.config import auto_choice_lines, load_workflow_config, read_dataset_sheet, to_json
 from denoise.io.bmz_package import is_bmz_package
 from denoise.io.omezarr import is_ome_zarr_v05 as _is_ome_zarr_v05
 from denoise.io.sheet_checks import check_sheet_inputs
@@ -41,9 +41,8 @@ ROWS = {row.name: row for row in read_dataset_sheet(SHEET, CFG.auto_method)}
 # re-read the Snakefile and skip it (the main process checked before submitting them).
 if not workflow.remote_exec and not workflow.subprocess_exec:
     check_sheet_inputs(list(ROWS.values()), SHEET)
-    for _row in ROWS.values():
-        if _row.chosen_by:
-            print(f"dataset {_row.name}: method {_row.method} ({_row.chosen_by})", file=sys.stderr)
+    for _line in auto_choice_lines(list(ROWS.values())):
+        print(_line, file=sys.stderr)
 RES = CFG.results
 SEED = CFG.seed
 DATASETS = list(ROWS)
