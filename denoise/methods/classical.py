@@ -15,13 +15,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 from scipy import ndimage
 
 from denoise.methods.registry import MethodSpec
+from denoise.noise.correlation import noise_psd as noise_psd_for
 from denoise.noise.poisson_gaussian import channel_params
 from denoise.settings import Strict
 
@@ -237,7 +238,10 @@ class Bm3dVstPredictor:
     halo_t = 0
     output_names: tuple[str, ...] = ("denoised",)
 
-    def __init__(self, noise_params: dict[str, Any] | None) -> None:
+    def __init__(self, noise_params: dict[str, Any] | None, noise_psd: str = "auto") -> None:
+        if noise_psd not in NOISE_PSD:
+            raise ValueError(f"bm3d_vst: noise_psd must be one of {NOISE_PSD}, got {noise_psd!r}")
+        self.noise_psd = noise_psd
         if noise_params is None:
             raise ValueError(
                 "method bm3d_vst needs the fitted noise model (gain, read_var, offset): "
@@ -248,6 +252,8 @@ class Bm3dVstPredictor:
         self._bm3d = import_bm3d()
         #: Seconds spent in BM3D per plane (key: sorted ``index`` items as text).
         self.seconds: dict[str, float] = {}
+        #: Per plane: the noise-correlation estimate and whether its spectrum was used.
+        self.psd_info: dict[str, dict[str, Any]] = {}
 
     def __call__(self, plane: np.ndarray, index: dict[str, int]) -> np.ndarray:
         x = np.asarray(plane, dtype=np.float64)
@@ -255,14 +261,27 @@ class Bm3dVstPredictor:
             raise ValueError(f"Bm3dVstPredictor works on (y, x) planes, got shape {x.shape}")
         p = channel_params(self.noise_params, int(index.get("c", 0)))
         t0 = time.perf_counter()
-        out = bm3d_vst(x, p, self._bm3d)
+        info: dict[str, Any] = {}
+        out = bm3d_vst(x, p, self._bm3d, self.noise_psd, info)
         self.seconds[_index_key(index)] = time.perf_counter() - t0
+        self.psd_info[_index_key(index)] = info
         return out.astype(np.float32)[None]
 
 
-def bm3d_vst(plane: np.ndarray, p: dict[str, float], bm3d: Any) -> np.ndarray:
+def bm3d_vst(
+    plane: np.ndarray,
+    p: dict[str, float],
+    bm3d: Any,
+    noise_psd: str = "auto",
+    info: dict[str, Any] | None = None,
+) -> np.ndarray:
     """BM3D+VST of one ``(y, x)`` plane with noise ``{"gain", "read_var", "offset"}``: the
-    generalised Anscombe transform to unit variance, ``bm3d.bm3d(σ = 1)``, the unbiased inverse.
+    generalised Anscombe transform to unit variance, ``bm3d.bm3d``, the unbiased inverse.
+
+    ``noise_psd="auto"`` gives BM3D the noise power spectrum measured on the stabilised plane
+    where the noise is clearly spatially correlated
+    (:func:`denoise.noise.correlation.noise_psd`), σ = 1 (white) otherwise; ``"white"``
+    always σ = 1.  ``info`` (if given) receives what was measured.
 
     The one code path of ``bm3d_vst`` and ``window_bm3d_vst`` (which passes the parameters of
     a mean of frames, :func:`denoise.methods.window_bm3d_vst.mean_noise_params`).
@@ -270,7 +289,10 @@ def bm3d_vst(plane: np.ndarray, p: dict[str, float], bm3d: Any) -> np.ndarray:
     if not p["gain"] > 0:
         raise ValueError(f"BM3D+VST needs a positive noise-model gain, got {p['gain']}")
     z = anscombe_forward(plane, p["gain"], p["read_var"], p["offset"])
-    d = np.asarray(bm3d.bm3d(z, sigma_psd=1.0), dtype=np.float64)
+    psd, measured = noise_psd_for(z) if noise_psd == "auto" else (None, {"used": False})
+    if info is not None:
+        info.update(measured)
+    d = np.asarray(bm3d.bm3d(z, sigma_psd=1.0 if psd is None else psd), dtype=np.float64)
     return anscombe_inverse(d, p["gain"], p["read_var"], p["offset"])
 
 
@@ -281,7 +303,27 @@ def import_bm3d(method: str = "bm3d_vst") -> Any:
         raise ImportError(
             f"method {method} needs the optional package bm3d: pip install bm3d"
         ) from exc
+    if not hasattr(np, "trapz"):
+        # bm3d 4.0.3's coloured-noise path calls np.trapz, removed in NumPy 2.4.
+        setattr(np, "trapz", np.trapezoid)  # noqa: B010
     return bm3d
+
+
+#: ``methods.bm3d_vst.noise_psd`` choices.
+NOISE_PSD = ("auto", "white")
+
+
+class Bm3dVstSettings(Strict):
+    """``methods.bm3d_vst``: BM3D after the generalised Anscombe transform."""
+
+    noise_psd: Literal["auto", "white"] = Field(
+        "auto",
+        description=(
+            "auto: give BM3D the noise power spectrum measured on each plane where the noise "
+            "is clearly spatially correlated (FMD wide-field frames: +6.5 to +8.2 dB), white "
+            "otherwise; white: always the white-noise model."
+        ),
+    )
 
 
 class GaussianSettings(Strict):
@@ -307,7 +349,8 @@ METHODS = (
             "BM3D after a generalised Anscombe transform built from the fitted "
             "Poisson-Gaussian model (`bm3d` is in the `classical` extra)"
         ),
-        predictor=lambda r: Bm3dVstPredictor(r.noise_model),
+        settings=Bm3dVstSettings,
+        predictor=lambda r: Bm3dVstPredictor(r.noise_model, r.settings.noise_psd),
     ),
 )
 

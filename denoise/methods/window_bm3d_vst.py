@@ -18,6 +18,10 @@ read_var``, a weighted mean ``Σ w_j x_j`` (``Σ w_j = 1``, one weight per disti
 averages frames 2, 1, 0, 1, 2: weights 1/5, 2/5, 2/5, ``n_eff = 25/9``).  Repeated entries are
 recognised by equality (:func:`window_mean`).
 
+BM3D gets the noise power spectrum where the mean's noise is clearly spatially correlated
+(``noise_psd="auto"`` of :func:`denoise.methods.classical.bm3d_vst`, the gate of
+:mod:`denoise.noise.correlation`); white otherwise.
+
 The rule assumes the scene does not change within the window: motion blurs the mean, which the
 noise model does not know (the ``spatiotemporal`` network is meant to learn how much to trust
 each frame).  ``k`` defaults to 3, the same as ``spatiotemporal`` (measured: ``benchmarks/st_fmd.py``).
