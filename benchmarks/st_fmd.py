@@ -57,6 +57,33 @@ The default network at the same step count (``--steps 1500 --ks 3 --configs BPAE
 2, 32 features, batch 16 of 64², one thread, 14-16 min of training each on a quiet machine):
 BPAE_B 39.38 dB (window 41.39), FISH 34.69 (35.16): within 0.06 dB of the 8-feature network, so
 width is not what is missing at this budget.
+
+Why the BPAE configurations lose most (``benchmarks/fmd_frame_changes.py``, 2026-12-05): their
+frames flicker by 3-14 % in intensity and jitter by up to 0.33 px, while FISH and MICE are
+static (±0.7 %, ≤ 0.06 px).  The ground truth is the 50-frame mean, so averaging the flicker
+away scores; estimating each frame, which the network does, does not.
+
+Temporal fusion after the network, measured with a prototype and not kept (2026-12-05, the
+1500-step k = 3 networks above; synthetic: ``benchmarks/spatiotemporal.py``'s seed-0 series):
+in the Anscombe domain, the window's frames averaged with per-pixel weights from their
+agreement with the network's estimate (Gaussian-smoothed difference against the noise level),
+then a sliding 8×8 DCT Wiener filter (stride 1) of that mean with a pilot (the network's
+output, a Gaussian of the mean, or both).  Mean PSNR (dB), FMD over 5 configurations, synthetic
+at 0 / 0.5 / 2 / 5 px/frame; network alone: FMD 37.00 on BPAE_B + FISH, 36.71 on all five,
+synthetic 38.77 / 37.49 / 35.24 / 35.21::
+
+    weights                              FMD (5)   synthetic 0 / 0.5 / 2 / 5
+    every frame (no motion test)         37.84     36.45 / 34.96 / 28.01 / 25.86
+    agreement within noise (3 σ)         37.18*    39.14 / 37.48 / 34.47 /   -
+    agreement within noise + 10 % level  37.64     39.21 / 36.83 / 30.91 / 30.54
+    agreement within noise + 20 % level  37.82     38.10 / 36.06 / 28.84 / 27.12
+    local-gain compensated, 0.3 px slack 37.77     38.93 / 36.87 / 32.29 / 31.67
+    (* BPAE_B and FISH only)
+
+Only averaging through the BPAE flicker reaches issue 17's FMD bar (window_bm3d_vst 38.11 -
+0.3 = 37.81), and every rule loose enough for that lets the moving synthetic structures
+through (2 and 5 px/frame lose 3-9 dB); the strict rule gains at 0 px/frame and loses at 2.
+No rule measured met both, so ``spatiotemporal`` stays the network alone.
 """
 
 from __future__ import annotations
