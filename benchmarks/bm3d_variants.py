@@ -22,6 +22,18 @@ The self-ensemble adds +0.015 dB for 8× the time; a larger σ +0.09 dB (the bli
 noise variance 4-56 % below ``noisy - GT``'s on these images: ``(noisy-gt)² / model`` = 1.17,
 1.18, 1.30, 1.56, 1.04, partly the GT's own mismatch).  None is near issue 19's +0.3 dB, and a
 better noise fit would raise ``bm3d_vst`` itself.
+
+Noise correlation (2026-12-05, prototype in the session, figures only): giving BM3D the power
+spectrum of ``noisy − GT`` in the stabilised domain (|lag| ≤ 3, normalised to unit variance) on
+the same pairs: fish 31.80 (+0.12), BPAE_B 35.86 (+0.04), BPAE_G 33.16 (-0.07), BPAE_R 30.97
+(+0.25); with the spectrum scaled by 1.1-1.5 every image lost.  That residual includes the
+GT's own mismatch: from the difference of two raw frames of one field of view (FMD test set),
+the confocal noise's lag-1 correlation is only 0.05-0.08 (BPAE_B 0.23 with flicker), so the
+blind spectrum (``noise_psd: auto``, ``benchmarks/bm3d_psd.py``) stays white on confocal data
+and helps where the correlation is strong (wide-field, +7.4 dB).  Best σ scale per image with
+the oracle (fish 1.2: 31.76, BPAE_B 1.2: 35.97): +0.08 / +0.15.  With per-image oracles for σ,
+the spectrum and the N2V fusion weight (``fusion_bound.py``: +0.18) each lever stays below
++0.3 dB; none is available blind.
 """
 
 from __future__ import annotations
