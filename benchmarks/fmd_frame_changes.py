@@ -18,10 +18,10 @@ Measured 2026-12-05 (Confocal; relative gain of each frame, in %, shift in px)::
     MICE    gain within ±0.5 %        |dy| <= 0.06  R² <= 0.04
 
 The three BPAE fields of view flicker by 3-14 % from frame to frame and jitter by up to a third
-of a pixel; FISH and MICE are static.  A method that estimates each frame (the spatiotemporal
-network, any motion-aware rule) keeps that frame's intensity, while the 50-frame-mean ground
-truth rewards averaging it away: this is where ``spatiotemporal`` loses most to
-``window_bm3d_vst`` (-2.07 / -1.66 / -2.08 dB on BPAE_B / G / R, -0.48 / -0.68 on FISH / MICE).
+of a pixel; FISH and MICE are static.  These are the configurations where ``spatiotemporal``
+loses most to ``window_bm3d_vst`` (-2.07 / -1.66 / -2.08 dB on BPAE_B / G / R, -0.48 / -0.68 on
+FISH / MICE; ``st_fmd.py``), but the per-frame gain is not most of it: scored with the
+affine-fitted PSNR, which removes a frame's gain, the gaps are -1.94 / -1.51 / -1.30 dB.
 """
 
 from __future__ import annotations

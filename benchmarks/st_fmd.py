@@ -58,10 +58,14 @@ The default network at the same step count (``--steps 1500 --ks 3 --configs BPAE
 BPAE_B 39.38 dB (window 41.39), FISH 34.69 (35.16): within 0.06 dB of the 8-feature network, so
 width is not what is missing at this budget.
 
-Why the BPAE configurations lose most (``benchmarks/fmd_frame_changes.py``, 2026-12-05): their
+Where the BPAE configurations lose most (``benchmarks/fmd_frame_changes.py``, 2026-12-05): their
 frames flicker by 3-14 % in intensity and jitter by up to 0.33 px, while FISH and MICE are
-static (±0.7 %, ≤ 0.06 px).  The ground truth is the 50-frame mean, so averaging the flicker
-away scores; estimating each frame, which the network does, does not.
+static (±0.7 %, ≤ 0.06 px), and the ground truth is the 50-frame mean.  The global flicker
+alone is a small part of the gap: with the affine-fitted PSNR per frame (``a·x + b`` fitted to
+the GT, which takes out a frame's gain) the same outputs score spatiotemporal 39.49 / 35.11 /
+35.83 / 34.70 / 39.82 dB (mean 36.99) against window_bm3d_vst 41.43 / 36.62 / 37.13 / 35.17 /
+40.48 (38.17): still -1.94 / -1.51 / -1.30 / -0.47 / -0.66.  The network does not average the
+frames as a window mean does, and least where they differ (flicker, jitter).
 
 Temporal fusion after the network, measured with a prototype and not kept (2026-12-05, the
 1500-step k = 3 networks above; synthetic: ``benchmarks/spatiotemporal.py``'s seed-0 series):
@@ -80,7 +84,7 @@ synthetic 38.77 / 37.49 / 35.24 / 35.21::
     local-gain compensated, 0.3 px slack 37.77     38.93 / 36.87 / 32.29 / 31.67
     (* BPAE_B and FISH only)
 
-Only averaging through the BPAE flicker reaches issue 17's FMD bar (window_bm3d_vst 38.11 -
+Only averaging every frame regardless of change reaches issue 17's FMD bar (window_bm3d_vst 38.11 -
 0.3 = 37.81), and every rule loose enough for that lets the moving synthetic structures
 through (2 and 5 px/frame lose 3-9 dB); the strict rule gains at 0 px/frame and loses at 2.
 No rule measured met both, so ``spatiotemporal`` stays the network alone.
