@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from denoise.noise.vst import anscombe_forward
+
 #: Fewer usable blocks than this cannot support an estimate (the white model is kept).
 MIN_BLOCKS = 8
 
@@ -117,29 +119,47 @@ def psd_from_acov(acov: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return p * (shape[0] * shape[1])
 
 
-def noise_psd(
-    z: np.ndarray,
-    min_variance: float = 3.0,
-    min_lag1: float = 0.3,
-    max_lag2_ratio: float = 0.5,
-    min_blocks: int = 16,
-) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """The noise power spectrum to give BM3D for plane ``z``, or ``None`` for the white model;
-    plus what was measured (``variance``, ``lag1``, ``lag2``, ``blocks``, ``used``).
+#: The gate's thresholds (module docstring; measured on the FMD sets).
+MIN_VARIANCE, MIN_LAG1, MAX_LAG2_RATIO, MIN_KEPT = 3.0, 0.3, 0.5, 16
 
-    The spectrum is used when all hold: ``variance >= min_variance``, ``lag1 >= min_lag1``,
-    ``lag2 <= max_lag2_ratio · lag1`` (short-range, as detector cross-talk gives; texture left
-    in the flattest blocks decays slowly: 0.24-0.48 at lag 2 on the synthetic time-lapse and
-    FMD confocal frames, against 0.11-0.18 on the wide-field frames) and at least
-    ``min_blocks`` blocks kept (a 256² flat area)."""
+
+def is_correlated(est: dict[str, Any] | None) -> bool:
+    """The gate: is the noise of an :func:`estimate_noise_correlation` result clearly spatially
+    correlated?  All of: ``variance >= 3``, ``lag1 >= 0.3``, ``lag2 <= 0.5 · lag1`` (short
+    range, as detector cross-talk gives; texture left in the flattest blocks decays slowly:
+    0.24-0.48 at lag 2 on the synthetic time-lapse and FMD confocal frames, against 0.11-0.18
+    on the wide-field frames) and at least 16 blocks kept (a 256² flat area)."""
+    return (
+        est is not None
+        and est["variance"] >= MIN_VARIANCE
+        and est["lag1"] >= MIN_LAG1
+        and est["lag2"] <= MAX_LAG2_RATIO * est["lag1"]
+        and est["blocks"] >= MIN_KEPT
+    )
+
+
+def noise_psd(z: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The noise power spectrum to give BM3D for the stabilised plane ``z`` where
+    :func:`is_correlated`, else ``None`` (the white model); plus what was measured
+    (``variance``, ``lag1``, ``lag2``, ``blocks``, ``used``)."""
     est = estimate_noise_correlation(z)
     if est is None:
         return None, {"used": False, "reason": "too few flat blocks"}
     info = {k: est[k] for k in ("variance", "lag1", "lag2", "blocks")}
-    used = (
-        est["variance"] >= min_variance
-        and est["lag1"] >= min_lag1
-        and est["lag2"] <= max_lag2_ratio * est["lag1"]
-        and est["blocks"] >= min_blocks
-    )
+    used = is_correlated(est)
     return (psd_from_acov(est["acov"], z.shape) if used else None), {**info, "used": used}
+
+
+def correlation_summary(plane: np.ndarray, p: dict[str, float]) -> dict[str, Any] | None:
+    """What the noise stage records of one raw plane with fitted model ``p``: the estimate on
+    its stabilised version (``variance`` in units of the fitted variance, ``lag1``, ``lag2``,
+    ``blocks``) and ``correlated`` (:func:`is_correlated`); ``None`` without a positive gain or
+    enough flat blocks."""
+    if not p.get("gain", 0) > 0:
+        return None
+    z = anscombe_forward(plane, p["gain"], p["read_var"], p["offset"])
+    est = estimate_noise_correlation(z)
+    if est is None:
+        return None
+    out = {k: round(float(est[k]), 4) for k in ("variance", "lag1", "lag2")}
+    return {**out, "blocks": est["blocks"], "correlated": is_correlated(est)}

@@ -210,10 +210,22 @@ def noise_table(noise: dict[str, Any]) -> str:
             num(ch.get("read_var")),
             num(ch.get("offset")),
             num(ch.get("snr_db"), "db"),
+            _correlation_cell(ch.get("spatial_correlation")),
         ]
         for i, ch in enumerate(noise.get("channels") or [])
     ]
-    return table(["channel", "gain", "read-noise variance", "offset", "SNR (dB)"], body)
+    head = ["channel", "gain", "read-noise variance", "offset", "SNR (dB)", "spatial correlation"]
+    return table(head, body)
+
+
+def _correlation_cell(c: dict[str, Any] | None) -> str:
+    """The noise-correlation summary in words (``denoise.noise.correlation``)."""
+    if not c:
+        return "–"
+    if not c.get("correlated"):
+        return "none detected"
+    text = f"lag-1 {c['lag1']:.2f}, variance {c['variance']:.1f}× the pixel-wise fit"
+    return f"<b>correlated</b>: {esc(text)}; blind-spot methods leave most of it"
 
 
 def _kv(d: dict[str, Any]) -> str:

@@ -76,3 +76,25 @@ def test_texture_without_noise_correlation_keeps_the_white_model():
     est = estimate_noise_correlation(z)
     assert est is not None and est["lag2"] > 0.5 * est["lag1"]
     assert noise_psd(z)[0] is None
+
+
+def test_noise_fit_records_the_correlation_and_the_report_shows_it():
+    # The noise stage's fit carries the summary; the report's noise table says it in words.
+    from denoise.noise.poisson_gaussian import estimate_from_array
+    from denoise.report.tables import noise_table
+    from denoise.settings import NoiseModelConfig
+
+    rng = np.random.default_rng(4)
+    shape = (320, 320)
+    base = ndimage.gaussian_filter(rng.normal(size=shape), 16)
+    sig = 250 + 150 * base / np.abs(base).max()  # smooth, 100-400
+    u, _ = _correlated(shape, rng, 0.7)
+    x = sig + np.sqrt(sig) * u  # variance 6·s, lag-1 0.58
+    fit = estimate_from_array(x.astype(np.float32), NoiseModelConfig(), seed=0)
+    c = fit["spatial_correlation"]
+    assert c is not None and c["correlated"] is True and c["lag1"] > 0.3
+    assert "<b>correlated</b>" in noise_table({"channels": [fit]})
+    white = (sig + np.sqrt(6 * sig) * rng.normal(size=shape)).astype(np.float32)
+    cw = estimate_from_array(white, NoiseModelConfig(), seed=0)["spatial_correlation"]
+    assert cw is not None and cw["correlated"] is False and abs(cw["lag1"]) < 0.1
+    assert "none detected" in noise_table({"channels": [{"spatial_correlation": cw}]})
