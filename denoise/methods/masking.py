@@ -24,6 +24,7 @@ import logging
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,33 @@ def mask_batch(
     masked[lin] = values.to(masked.dtype)
     mask[lin] = True
     return MaskedBatch(masked.reshape(x.shape), mask.reshape(x.shape), coords, sources)
+
+
+def widen_blind_spots(
+    mb: MaskedBatch, x: torch.Tensor, radius: int, generator: torch.Generator | None = None
+) -> MaskedBatch:
+    """Hide the neighbours of every blind spot too, for spatially correlated noise.
+
+    With correlated noise a blind spot's neighbours carry part of its noise, and a network that
+    sees them learns to reproduce the noise (structN2V, Broaddus et al. 2020).  Every pixel
+    within ``radius`` (Chebyshev distance) of a blind spot, the blind spots excepted, is
+    replaced by a pixel drawn uniformly from the same patch, which carries no information about
+    the blind spot's noise.  The blind spots, their values and the mask are unchanged (the loss
+    stays on the blind spots).  ``radius = 0`` returns ``mb`` as it is.
+    """
+    if radius < 0:
+        raise ValueError(f"blind-spot radius must be >= 0, got {radius}")
+    if radius == 0:
+        return mb
+    batch, ndim = x.shape[0], x.ndim - 2
+    pool = F.max_pool2d if ndim == 2 else F.max_pool3d
+    near = pool(mb.mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0
+    near &= ~mb.mask
+    flat = x.detach().reshape(batch, -1)
+    idx = torch.randint(0, flat.shape[1], flat.shape, generator=generator)
+    random = torch.gather(flat, 1, idx).reshape(x.shape).to(mb.masked.dtype)
+    masked = torch.where(near, random, mb.masked)
+    return mb._replace(masked=masked)
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -225,7 +225,10 @@ def _correlation_cell(c: dict[str, Any] | None) -> str:
     if not c.get("correlated"):
         return "none detected"
     text = f"lag-1 {c['lag1']:.2f}, variance {c['variance']:.1f}× the pixel-wise fit"
-    return f"<b>correlated</b>: {esc(text)}; blind-spot methods leave most of it"
+    return (
+        f"<b>correlated</b>: {esc(text)}; n2v, n2v2 and pn2v leave most of it (bm3d_vst and "
+        "spatiotemporal account for it)"
+    )
 
 
 def _kv(d: dict[str, Any]) -> str:

@@ -96,3 +96,24 @@ def test_masked_mse_only_counts_blind_spots():
     mask[0, 0, 0, 0] = True
     mask[0, 0, 1, 1] = True
     assert masked_mse(pred, tgt, mask).item() == pytest.approx((9 + 1) / 2)
+
+
+def test_widen_blind_spots_hides_the_neighbourhood_only():
+    from denoise.methods.masking import widen_blind_spots
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 32 * 32, dtype=torch.float32).reshape(2, 1, 32, 32)  # all distinct
+    mb = mask_batch(x, 0.01, 5, False, g)
+    assert widen_blind_spots(mb, x, 0) is mb
+    wide = widen_blind_spots(mb, x, 1, torch.Generator().manual_seed(1))
+    assert torch.equal(wide.mask, mb.mask) and torch.equal(wide.masked[mb.mask], mb.masked[mb.mask])
+    near = torch.nn.functional.max_pool2d(mb.mask.float(), 3, stride=1, padding=1) > 0
+    ring = near & ~mb.mask
+    assert torch.equal(wide.masked[~near], x[~near])  # unchanged away from the blind spots
+    changed = (wide.masked[ring] != x[ring]).float().mean()
+    assert changed > 0.95  # replaced (a random draw may hit its own value: 1 in 1024)
+    for b in range(2):  # replacements come from the same patch
+        vals = wide.masked[b][ring[b]]
+        assert bool(((vals >= x[b].min()) & (vals <= x[b].max())).all())
+    with pytest.raises(ValueError, match="radius must be >= 0"):
+        widen_blind_spots(mb, x, -1)

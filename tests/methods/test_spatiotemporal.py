@@ -76,7 +76,8 @@ def test_registry_entry_and_metadata(trained) -> None:
     assert summary["halo_t"] == 2 and summary["steps_done"] == 10
     pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=model_dir, settings={"k": 2})
     assert (pred.kind, pred.ndim, pred.halo_t) == ("tiled", 2, 2)
-    assert pred.meta["objective"]["halo_t"] == 2 and pred.meta["method_settings"] == {"k": 2}
+    assert pred.meta["objective"]["halo_t"] == 2
+    assert pred.meta["method_settings"] == {"k": 2, "mask_radius": 0}  # auto: white noise
     assert pred.meta["hparams"]["in_channels"] == 5
     with pytest.raises(ValueError, match="trained with k = 2"):
         build_predictor(
@@ -227,3 +228,43 @@ def test_beats_per_frame_n2v_on_a_static_series(tmp_path: Path) -> None:
         f"PSNR vs truth: noisy {_psnr(noisy, truth):.2f}, spatiotemporal {p_st:.2f}, n2v {p_n2v:.2f} dB"
     )
     assert p_st - p_n2v > 1.0, (p_st, p_n2v)
+
+
+def _correlated_series(rng: np.random.Generator, n_t: int = 3, size: int = 320) -> np.ndarray:
+    """A static smooth scene with noise of variance 6·s and lag-1 correlation ≈ 0.58 (white
+    noise blurred by a Gaussian of width 0.7 px), as on the FMD wide-field camera."""
+    from scipy import ndimage
+
+    base = ndimage.gaussian_filter(rng.normal(size=(size, size)), 16)
+    sig = 250 + 150 * base / np.abs(base).max()
+    k = np.exp(-0.5 * (np.arange(-6, 7) / 0.7) ** 2)
+    k2 = np.outer(k, k) / np.sqrt(np.sum(np.outer(k, k) ** 2))
+    frames = [sig + np.sqrt(6 * sig) * ndimage.convolve(rng.normal(size=sig.shape), k2, mode="wrap")
+              for _ in range(n_t)]  # fmt: skip
+    return np.stack(frames).astype(np.float32)
+
+
+def test_mask_radius_auto_follows_the_noise_correlation(tmp_path: Path) -> None:
+    from denoise.methods.spatiotemporal import CORRELATED_MASK_RADIUS, resolve_mask_radius
+
+    rng = np.random.default_rng(5)
+    corr = write_store(tmp_path / "c.ome.zarr", _correlated_series(rng), "tyx", (1, 320, 320))
+    white_data = (250 + np.sqrt(6 * 250) * rng.normal(size=(3, 320, 320))).astype(np.float32)
+    white = write_store(tmp_path / "w.ome.zarr", white_data, "tyx", (1, 320, 320))
+    cfg = TrainConfig(**TINY)
+    for store, want in ((corr, CORRELATED_MASK_RADIUS), (white, 0)):
+        sampler = PatchSampler(store, cfg.patch_size, cfg.patch_size_z, 4, "2d")
+        assert resolve_mask_radius("auto", sampler) == want
+        assert resolve_mask_radius(1, sampler) == 1
+    # The resolved radius is what the batches use and what the model records.
+    summary = train_spatiotemporal(corr, tmp_path / "m", TrainConfig(**{**TINY, "steps_per_epoch": 2}),
+                                   seed=0, k=1, progress=False)  # fmt: skip
+    pred = build_predictor("spatiotemporal", PredictConfig(), 0, model_dir=tmp_path / "m", settings={"k": 1})
+    assert summary["steps_done"] == 2 and pred.meta["method_settings"]["mask_radius"] == 2
+    sampler = PatchSampler(corr, cfg.patch_size, cfg.patch_size_z, 4, "2d")
+    inp, tgt, mask = WindowPatchSource(sampler, cfg, seed=1, k=1, mask_radius=2).train(0)
+    near = torch.nn.functional.max_pool2d(mask.float(), 5, stride=1, padding=2)[:, 0] > 0
+    far = ~near
+    assert torch.equal(inp[:, 1][far], tgt[:, 0][far])  # untouched away from the blind spots
+    ring = near & ~mask[:, 0]
+    assert (inp[:, 1][ring] != tgt[:, 0][ring]).float().mean() > 0.9  # hidden around them
