@@ -42,11 +42,7 @@ from denoise.noise.poisson_gaussian import channel_params, estimate_from_array
 from denoise.settings import NoiseModelConfig
 
 PAIRS = st_fmd.DATA.parent / "fmd_confocal_n2f"
-CONFIGS = {
-    "Confocal": ("BPAE_B", "BPAE_G", "BPAE_R", "FISH", "MICE"),
-    "TwoPhoton": ("BPAE_B", "BPAE_G", "BPAE_R", "MICE"),
-    "WideField": ("BPAE_B", "BPAE_G", "BPAE_R"),
-}
+CONFIGS = st_fmd.MODALITY_CONFIGS
 
 
 def images(set_name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:

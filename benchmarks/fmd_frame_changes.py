@@ -60,11 +60,8 @@ def main() -> int:
     )
     ap.add_argument("--modality", default="Confocal")
     args = ap.parse_args()
-    for name in st_fmd.CONFIGS:
-        try:
-            raw, _ = st_fmd.load(name, args.modality)
-        except FileNotFoundError:
-            continue
+    for name in st_fmd.MODALITY_CONFIGS[args.modality]:
+        raw, _ = st_fmd.load(name, args.modality)
         rows = changes(raw)
         print(
             f"{name:7s} gain " + " ".join(f"{100 * c['gain']:+5.1f}" for c in rows) + " %  shift "
