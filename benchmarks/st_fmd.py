@@ -98,6 +98,10 @@ window_bm3d_vst 36.91 / 33.70 / 36.62 (35.74, with the measured noise spectrum) 
 22.32 / 25.18.  BPAE_B's raw frames 1 and 2 are identical files: a network that sees the same
 noise in a neighbouring frame copies it (its lowest figure).  On the white-noise Confocal FISH
 the auto rule keeps the pixel blind spot (34.68, unchanged; a 5×5 one measured 34.03).
+Per-frame N2V on the same series (same network and budget, ``train_n2v`` on the 4-frame
+store, ``mask_radius`` given): pixel blind spot 22.85 / 25.76 dB on BPAE_G / R, auto (5×5)
+29.49 / 29.07 / 30.57 on BPAE_B / G / R; bm3d_vst with the measured spectrum, per frame: 32.24
+mean over the twelve frames (``benchmarks/bm3d_psd.py``).
 """
 
 from __future__ import annotations

@@ -36,17 +36,18 @@ The loop itself (plan, seeding, checkpoints, precision, history) is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from denoise.methods.masking import mask_batch
+from denoise.methods.masking import mask_batch, resolve_mask_radius, widen_blind_spots
 from denoise.methods.objectives import N2VObjective, Objective
 from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.unet import UNet
-from denoise.settings import TrainConfig
+from denoise.settings import Strict, TrainConfig
 from denoise.training.batches import SeededBatches
 from denoise.training.loop import train_loop
 
@@ -61,9 +62,15 @@ class MaskedPatchSource(SeededBatches):
     """
 
     def __init__(
-        self, sampler: PatchSampler | MultiStoreSampler, cfg: TrainConfig, seed: int, n2v2: bool
+        self,
+        sampler: PatchSampler | MultiStoreSampler,
+        cfg: TrainConfig,
+        seed: int,
+        n2v2: bool,
+        mask_radius: int = 0,
     ) -> None:
         self.sampler, self.cfg, self.seed, self.n2v2 = sampler, cfg, seed, n2v2
+        self.mask_radius = int(mask_radius)
         self.ndim = sampler.ndim
         self.batch_size = cfg.batch_size_3d if sampler.ndim == 3 else cfg.batch_size
 
@@ -73,6 +80,7 @@ class MaskedPatchSource(SeededBatches):
         clean = torch.from_numpy(self.sampler.sample(rng, n))
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         mb = mask_batch(clean, self.cfg.mask_fraction, self.cfg.neighbourhood, self.n2v2, gen)
+        mb = widen_blind_spots(mb, clean, self.mask_radius, gen)
         return mb.masked, clean, mb.mask
 
 
@@ -87,6 +95,7 @@ def train_n2v(
     stop_after_epochs: int | None = None,
     objective: Objective | None = None,
     settings: dict[str, Any] | None = None,
+    mask_radius: int | str | None = None,
 ) -> dict[str, Any]:
     """Train a Noise2Void (or N2V2) U-Net on ``store`` and write the model directory.
 
@@ -106,6 +115,10 @@ def train_n2v(
         parameters in here and reuse the masked patches and the loop.
     settings
         The method's own settings that change the weights (resume key, model metadata).
+    mask_radius
+        ``None``: the pixel blind spot (PN2V, DecoNoising); an int or ``"auto"``
+        (:func:`~denoise.methods.masking.resolve_mask_radius`): blind spots widened to their
+        (2r+1) neighbourhood for spatially correlated noise, recorded in ``settings``.
 
     Returns
     -------
@@ -122,6 +135,10 @@ def train_n2v(
     else:
         one = store[0] if isinstance(store, list | tuple) else store
         sampler = PatchSampler(one, cfg.patch_size, cfg.patch_size_z, 2**cfg.depth, cfg.dims)
+    radius = 0
+    if mask_radius is not None:
+        radius = resolve_mask_radius(mask_radius, sampler)
+        settings = {**(settings or {}), "mask_radius": radius}
 
     def build() -> UNet:
         return UNet(
@@ -137,7 +154,7 @@ def train_n2v(
         model_dir,
         build,
         objective,
-        MaskedPatchSource(sampler, cfg, seed, n2v2),
+        MaskedPatchSource(sampler, cfg, seed, n2v2, radius),
         cfg,
         seed,
         fingerprint=fingerprint,
@@ -155,6 +172,22 @@ def _train_request(request: TrainRequest, n2v2: bool) -> dict[str, Any]:
         request.seed,
         n2v2=n2v2,
         fingerprint=request.fingerprint,
+        mask_radius=request.settings.mask_radius,
+    )
+
+
+class N2VSettings(Strict):
+    """``methods.n2v`` / ``methods.n2v2``: the blind spot."""
+
+    mask_radius: Annotated[int, Field(ge=0, le=4)] | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "0 hides the blind-spot pixel; r >= 1 also hides its (2r+1)-wide neighbourhood "
+            "(structN2V-like, for spatially correlated noise); auto: 2 when the noise of the "
+            "store's middle plane is clearly correlated (denoise.noise.correlation), else 0 "
+            "(FMD wide-field, lag-1 noise correlation 0.6: 29.07 dB vs 22.85 with a pixel "
+            "blind spot, noisy 22.32)."
+        ),
     )
 
 
@@ -173,6 +206,7 @@ METHODS = (
             "Noise2Void (Krull et al. 2019): blind-spot U-Net; 2 % stratified blind spots, "
             "8-fold augmentation, cosine schedule"
         ),
+        settings=N2VSettings,
         train=lambda r: _train_request(r, n2v2=False),
         predictor=network_predictor,
         exportable=True,
@@ -183,6 +217,7 @@ METHODS = (
         summary=(
             "N2V2 (Höck et al. 2022): max-blur-pool, no top skip connection, median replacement"
         ),
+        settings=N2VSettings,
         train=lambda r: _train_request(r, n2v2=True),
         predictor=network_predictor,
         exportable=True,

@@ -60,14 +60,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from denoise.methods.masking import mask_batch, widen_blind_spots
+from denoise.methods.masking import mask_batch, resolve_mask_radius, widen_blind_spots
 from denoise.methods.objectives import N2VObjective
 from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.unet import UNet
-from denoise.noise.poisson_gaussian import estimate_from_array
 from denoise.predict.network import NetworkPredictor, unet_forward
-from denoise.settings import NoiseModelConfig, PredictConfig, Strict, TrainConfig
+from denoise.settings import PredictConfig, Strict, TrainConfig
 from denoise.tiling.grid import reflect_index
 from denoise.training.batches import SeededBatches
 from denoise.training.loop import train_loop
@@ -252,35 +251,6 @@ def train_spatiotemporal(
         settings=settings.model_dump(),
     )  # fmt: skip
     return {**summary, "halo_t": settings.k}
-
-
-#: ``mask_radius: auto`` where the noise is correlated (FMD wide-field, k = 3: r = 1 32.46 dB,
-#: r = 2 33.20, pixel blind spot 23.02).
-CORRELATED_MASK_RADIUS = 2
-
-
-def resolve_mask_radius(
-    setting: int | str, sampler: PatchSampler | MultiStoreSampler
-) -> int:
-    """``mask_radius`` as trained: an int as given; ``auto``: :data:`CORRELATED_MASK_RADIUS` if
-    the noise of the (first) store's middle frame (channel 0, its central 512² at most) is
-    clearly spatially correlated (the noise stage's check,
-    :func:`denoise.noise.poisson_gaussian.estimate_from_array`), else 0."""
-    if setting != "auto":
-        return int(setting)
-    part = sampler.samplers[0] if isinstance(sampler, MultiStoreSampler) else sampler
-    index = tuple(
-        part.array.shape[i] // 2 if a == "t" else (slice(None) if a in "yx" else 0)
-        for i, a in enumerate(part.axes)
-    )
-    plane = np.asarray(part.array[index], dtype=np.float32)
-    cy, cx = (max(0, (n - 512) // 2) for n in plane.shape)
-    plane = plane[cy : cy + 512, cx : cx + 512]
-    try:
-        corr = estimate_from_array(plane, NoiseModelConfig(), seed=0).get("spatial_correlation")
-    except ValueError:  # too small or flat to fit: the pixel blind spot
-        return 0
-    return CORRELATED_MASK_RADIUS if corr and corr["correlated"] else 0
 
 
 class WindowNetworkPredictor(NetworkPredictor):

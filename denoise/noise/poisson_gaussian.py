@@ -342,9 +342,10 @@ def _correlation(planes: list[np.ndarray], fit: dict[str, Any]) -> dict[str, Any
     if out is not None and out["correlated"]:
         log.warning(
             "the noise is spatially correlated (lag-1 correlation %.2f, %.1fx the variance the "
-            "pixel-wise fit reads): n2v, n2v2 and pn2v assume pixel-independent noise and leave "
-            "most of it (FMD wide-field: N2V 22.85 dB, noisy 22.32); bm3d_vst uses the measured "
-            "noise spectrum (31.07) and spatiotemporal widens its blind spot (33.20)",
+            "pixel-wise fit reads): a pixel blind spot leaves most of it (FMD wide-field: N2V "
+            "22.85 dB, noisy 22.32); n2v, n2v2 and spatiotemporal widen theirs (mask_radius "
+            "auto: 29.07, 33.20), bm3d_vst uses the measured noise spectrum (31.07); pn2v "
+            "assumes pixel-independent noise",
             out["lag1"],
             out["variance"],
         )

@@ -226,8 +226,8 @@ def _correlation_cell(c: dict[str, Any] | None) -> str:
         return "none detected"
     text = f"lag-1 {c['lag1']:.2f}, variance {c['variance']:.1f}× the pixel-wise fit"
     return (
-        f"<b>correlated</b>: {esc(text)}; n2v, n2v2 and pn2v leave most of it (bm3d_vst and "
-        "spatiotemporal account for it)"
+        f"<b>correlated</b>: {esc(text)}; pn2v assumes independent pixels (bm3d_vst, n2v, "
+        "n2v2 and spatiotemporal account for it)"
     )
 
 

@@ -245,7 +245,7 @@ def _correlated_series(rng: np.random.Generator, n_t: int = 3, size: int = 320) 
 
 
 def test_mask_radius_auto_follows_the_noise_correlation(tmp_path: Path) -> None:
-    from denoise.methods.spatiotemporal import CORRELATED_MASK_RADIUS, resolve_mask_radius
+    from denoise.methods.masking import CORRELATED_MASK_RADIUS, resolve_mask_radius
 
     rng = np.random.default_rng(5)
     corr = write_store(tmp_path / "c.ome.zarr", _correlated_series(rng), "tyx", (1, 320, 320))
