@@ -21,11 +21,12 @@ The loss compares the network output at the masked positions with the ORIGINAL v
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from denoise.noise.poisson_gaussian import estimate_from_array
 from denoise.settings import NoiseModelConfig
@@ -199,6 +200,9 @@ def widen_blind_spots(
     masked = torch.where(near, random, mb.masked)
     return mb._replace(masked=masked)
 
+
+#: The ``mask_radius`` setting of the blind-spot methods: 0-4, or ``"auto"``.
+MaskRadius = Annotated[int, Field(ge=0, le=4)] | Literal["auto"]
 
 #: ``mask_radius: auto`` where the noise is correlated (FMD wide-field, spatiotemporal k = 3:
 #: r = 1 32.46 dB, r = 2 33.20, pixel blind spot 23.02).

@@ -36,13 +36,18 @@ The loop itself (plan, seeding, checkpoints, precision, history) is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from denoise.methods.masking import mask_batch, resolve_mask_radius, widen_blind_spots
+from denoise.methods.masking import (
+    MaskRadius,
+    mask_batch,
+    resolve_mask_radius,
+    widen_blind_spots,
+)
 from denoise.methods.objectives import N2VObjective, Objective
 from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
@@ -179,7 +184,7 @@ def _train_request(request: TrainRequest, n2v2: bool) -> dict[str, Any]:
 class N2VSettings(Strict):
     """``methods.n2v`` / ``methods.n2v2``: the blind spot."""
 
-    mask_radius: Annotated[int, Field(ge=0, le=4)] | Literal["auto"] = Field(
+    mask_radius: MaskRadius = Field(
         "auto",
         description=(
             "0 hides the blind-spot pixel; r >= 1 also hides its (2r+1)-wide neighbourhood "

@@ -54,13 +54,18 @@ Design (SUPPORT-style spatiotemporal blind spot, Eom et al. 2023; option (A) of 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from denoise.methods.masking import mask_batch, resolve_mask_radius, widen_blind_spots
+from denoise.methods.masking import (
+    MaskRadius,
+    mask_batch,
+    resolve_mask_radius,
+    widen_blind_spots,
+)
 from denoise.methods.objectives import N2VObjective
 from denoise.methods.patches import MultiStoreSampler, PatchSampler
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
@@ -86,7 +91,7 @@ class SpatiotemporalSettings(Strict):
             "1/2/3 on the FMD Confocal 4-frame fields of view and the synthetic series."
         ),
     )
-    mask_radius: Annotated[int, Field(ge=0, le=4)] | Literal["auto"] = Field(
+    mask_radius: MaskRadius = Field(
         "auto",
         description=(
             "Blind spot on the centre frame: 0 hides the pixel; r >= 1 also hides its "
