@@ -218,13 +218,16 @@ def resolve_mask_radius(setting: int | str, sampler: Any) -> int:
     if setting != "auto":
         return int(setting)
     part = sampler.samplers[0] if hasattr(sampler, "samplers") else sampler
-    index = tuple(
-        slice(None) if a in "yx" else (0 if a == "c" else part.array.shape[i] // 2)
-        for i, a in enumerate(part.axes)
-    )
+    shape = part.array.shape
+
+    def pick(i: int, a: str) -> int | slice:
+        if a in "yx":  # the central 512 (read only that, however large the plane)
+            lo = max(0, (shape[i] - 512) // 2)
+            return slice(lo, lo + 512)
+        return 0 if a == "c" else shape[i] // 2
+
+    index = tuple(pick(i, a) for i, a in enumerate(part.axes))
     plane = np.asarray(part.array[index], dtype=np.float32)
-    cy, cx = (max(0, (n - 512) // 2) for n in plane.shape)
-    plane = plane[cy : cy + 512, cx : cx + 512]
     try:
         corr = estimate_from_array(plane, NoiseModelConfig(), seed=0).get("spatial_correlation")
     except ValueError:  # too small or flat to fit: the pixel blind spot
