@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import Field
@@ -285,14 +285,15 @@ def import_bm3d(method: str = "bm3d_vst") -> Any:
     return bm3d
 
 
-#: ``methods.bm3d_vst.noise_psd`` choices.
-NOISE_PSD = ("auto", "white")
+#: ``methods.bm3d_vst.noise_psd``: the measured spectrum where the noise is correlated, or white.
+NoisePsd = Literal["auto", "white"]
+NOISE_PSD: tuple[str, ...] = get_args(NoisePsd)
 
 
 class Bm3dVstSettings(Strict):
     """``methods.bm3d_vst``: BM3D after the generalised Anscombe transform."""
 
-    noise_psd: Literal["auto", "white"] = Field(
+    noise_psd: NoisePsd = Field(
         "auto",
         description=(
             "auto: give BM3D the noise power spectrum measured on each plane where the noise "

@@ -21,15 +21,11 @@ The loss compares the network output at the masked positions with the ORIGINAL v
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-
-from denoise.noise.poisson_gaussian import estimate_from_array
-from denoise.settings import NoiseModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -207,32 +203,6 @@ MaskRadius = Annotated[int, Field(ge=0, le=4)] | Literal["auto"]
 #: ``mask_radius: auto`` where the noise is correlated (FMD wide-field, spatiotemporal k = 3:
 #: r = 1 32.46 dB, r = 2 33.20, pixel blind spot 23.02).
 CORRELATED_MASK_RADIUS = 2
-
-
-def resolve_mask_radius(setting: int | str, sampler: Any) -> int:
-    """A ``mask_radius`` setting as trained: an int as given; ``auto``:
-    :data:`CORRELATED_MASK_RADIUS` if the noise of the (first) store's middle ``y x`` plane
-    (the middle of every other axis, channel 0; its central 512² at most) is clearly spatially
-    correlated (the noise stage's check, :func:`denoise.noise.poisson_gaussian.
-    estimate_from_array`), else 0.  ``sampler``: a ``PatchSampler`` or ``MultiStoreSampler``."""
-    if setting != "auto":
-        return int(setting)
-    part = sampler.samplers[0] if hasattr(sampler, "samplers") else sampler
-    shape = part.array.shape
-
-    def pick(i: int, a: str) -> int | slice:
-        if a in "yx":  # the central 512 (read only that, however large the plane)
-            lo = max(0, (shape[i] - 512) // 2)
-            return slice(lo, lo + 512)
-        return 0 if a == "c" else shape[i] // 2
-
-    index = tuple(pick(i, a) for i, a in enumerate(part.axes))
-    plane = np.asarray(part.array[index], dtype=np.float32)
-    try:
-        corr = estimate_from_array(plane, NoiseModelConfig(), seed=0).get("spatial_correlation")
-    except ValueError:  # too small or flat to fit: the pixel blind spot
-        return 0
-    return CORRELATED_MASK_RADIUS if corr and corr["correlated"] else 0
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

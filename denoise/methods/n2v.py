@@ -42,14 +42,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from denoise.methods.masking import (
-    MaskRadius,
-    mask_batch,
-    resolve_mask_radius,
-    widen_blind_spots,
-)
+from denoise.methods.masking import MaskRadius, mask_batch, widen_blind_spots
 from denoise.methods.objectives import N2VObjective, Objective
-from denoise.methods.patches import MultiStoreSampler, PatchSampler
+from denoise.methods.patches import MultiStoreSampler, PatchSampler, resolve_mask_radius
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.unet import UNet
 from denoise.settings import Strict, TrainConfig
@@ -122,7 +117,7 @@ def train_n2v(
         The method's own settings that change the weights (resume key, model metadata).
     mask_radius
         ``None``: the pixel blind spot (PN2V, DecoNoising); an int or ``"auto"``
-        (:func:`~denoise.methods.masking.resolve_mask_radius`): blind spots widened to their
+        (:func:`~denoise.methods.patches.resolve_mask_radius`): blind spots widened to their
         (2r+1) neighbourhood for spatially correlated noise, recorded in ``settings``.
 
     Returns

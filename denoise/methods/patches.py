@@ -26,6 +26,9 @@ from typing import Any, Literal
 import numpy as np
 
 from denoise.io import omezarr
+from denoise.methods.masking import CORRELATED_MASK_RADIUS
+from denoise.noise.poisson_gaussian import estimate_from_array
+from denoise.settings import NoiseModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -281,3 +284,29 @@ class MultiStoreSampler:
         for i, j in enumerate(which):
             out[i] = self.samplers[int(j)].sample(rng, 1)[0]
         return out
+
+
+def resolve_mask_radius(setting: int | str, sampler: PatchSampler | MultiStoreSampler) -> int:
+    """A blind-spot method's ``mask_radius`` setting as trained: an int as given; ``auto``:
+    :data:`~denoise.methods.masking.CORRELATED_MASK_RADIUS` if the noise of the (first) store's
+    middle ``y x`` plane (the middle of every other axis, channel 0; only its central 512² is
+    read) is clearly spatially correlated (the noise stage's check,
+    :func:`denoise.noise.poisson_gaussian.estimate_from_array`), else 0."""
+    if setting != "auto":
+        return int(setting)
+    part = sampler.samplers[0] if isinstance(sampler, MultiStoreSampler) else sampler
+    shape = part.array.shape
+
+    def pick(i: int, a: str) -> int | slice:
+        if a in "yx":  # the central 512 (read only that, however large the plane)
+            lo = max(0, (shape[i] - 512) // 2)
+            return slice(lo, lo + 512)
+        return 0 if a == "c" else shape[i] // 2
+
+    index = tuple(pick(i, a) for i, a in enumerate(part.axes))
+    plane = np.asarray(part.array[index], dtype=np.float32)
+    try:
+        corr = estimate_from_array(plane, NoiseModelConfig(), seed=0).get("spatial_correlation")
+    except ValueError:  # too small or flat to fit: the pixel blind spot
+        return 0
+    return CORRELATED_MASK_RADIUS if corr and corr["correlated"] else 0

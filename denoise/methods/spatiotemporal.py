@@ -60,14 +60,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from denoise.methods.masking import (
-    MaskRadius,
-    mask_batch,
-    resolve_mask_radius,
-    widen_blind_spots,
-)
+from denoise.methods.masking import MaskRadius, mask_batch, widen_blind_spots
 from denoise.methods.objectives import N2VObjective
-from denoise.methods.patches import MultiStoreSampler, PatchSampler
+from denoise.methods.patches import MultiStoreSampler, PatchSampler, resolve_mask_radius
 from denoise.methods.registry import MethodSpec, PredictRequest, TrainRequest
 from denoise.models.unet import UNet
 from denoise.predict.network import NetworkPredictor, unet_forward

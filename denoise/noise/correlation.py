@@ -145,9 +145,15 @@ def noise_psd(z: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:
     est = estimate_noise_correlation(z)
     if est is None:
         return None, {"used": False, "reason": "too few flat blocks"}
-    info = {k: est[k] for k in ("variance", "lag1", "lag2", "blocks")}
-    used = is_correlated(est)
+    info = _summary(est)
+    used = info.pop("correlated")
     return (psd_from_acov(est["acov"], z.shape) if used else None), {**info, "used": used}
+
+
+def _summary(est: dict[str, Any]) -> dict[str, Any]:
+    """An estimate without its autocovariance array, plus the gate's verdict."""
+    out = {k: round(float(est[k]), 4) for k in ("variance", "lag1", "lag2")}
+    return {**out, "blocks": est["blocks"], "correlated": is_correlated(est)}
 
 
 def correlation_summary(plane: np.ndarray, p: dict[str, float]) -> dict[str, Any] | None:
@@ -159,7 +165,4 @@ def correlation_summary(plane: np.ndarray, p: dict[str, float]) -> dict[str, Any
         return None
     z = anscombe_forward(plane, p["gain"], p["read_var"], p["offset"])
     est = estimate_noise_correlation(z)
-    if est is None:
-        return None
-    out = {k: round(float(est[k]), 4) for k in ("variance", "lag1", "lag2")}
-    return {**out, "blocks": est["blocks"], "correlated": is_correlated(est)}
+    return None if est is None else _summary(est)

@@ -176,10 +176,10 @@ def test_mask_radius_auto_widens_the_blind_spot_on_correlated_noise(tmp_path):
     # Through the registry (n2v's settings block): a 320² image with noise of lag-1
     # correlation ≈ 0.58 trains with 5×5 blind spots, white noise with the pixel blind spot.
     from denoise.methods.registry import TrainRequest, get_method
-    from tests.methods.test_spatiotemporal import _correlated_series
+    from tests.conftest import correlated_series
 
     rng = np.random.default_rng(7)
-    corr = _correlated_series(rng, n_t=1)[0]
+    corr = correlated_series(rng, n_t=1)[0][0]
     white = (250 + np.sqrt(6 * 250) * rng.normal(size=(320, 320))).astype(np.float32)
     cfg = TrainConfig(depth=2, features=8, patch_size=32, batch_size=4, epochs=1,
                       steps_per_epoch=2, threads=1, validation_fraction=0.0)  # fmt: skip

@@ -27,7 +27,7 @@ from denoise.predict.runner import finalize_output, init_output, predict_units
 from denoise.settings import ConfigError
 from denoise.synthetic.timelapse import timelapse
 from denoise.tiling.grid import reflect_index
-from tests.conftest import REPO
+from tests.conftest import REPO, correlated_series
 from tests.predict.conftest import write_store
 
 T, S = 8, 64
@@ -230,25 +230,12 @@ def test_beats_per_frame_n2v_on_a_static_series(tmp_path: Path) -> None:
     assert p_st - p_n2v > 1.0, (p_st, p_n2v)
 
 
-def _correlated_series(rng: np.random.Generator, n_t: int = 3, size: int = 320) -> np.ndarray:
-    """A static smooth scene with noise of variance 6·s and lag-1 correlation ≈ 0.58 (white
-    noise blurred by a Gaussian of width 0.7 px), as on the FMD wide-field camera."""
-    from scipy import ndimage
-
-    base = ndimage.gaussian_filter(rng.normal(size=(size, size)), 16)
-    sig = 250 + 150 * base / np.abs(base).max()
-    k = np.exp(-0.5 * (np.arange(-6, 7) / 0.7) ** 2)
-    k2 = np.outer(k, k) / np.sqrt(np.sum(np.outer(k, k) ** 2))
-    frames = [sig + np.sqrt(6 * sig) * ndimage.convolve(rng.normal(size=sig.shape), k2, mode="wrap")
-              for _ in range(n_t)]  # fmt: skip
-    return np.stack(frames).astype(np.float32)
-
-
 def test_mask_radius_auto_follows_the_noise_correlation(tmp_path: Path) -> None:
-    from denoise.methods.masking import CORRELATED_MASK_RADIUS, resolve_mask_radius
+    from denoise.methods.masking import CORRELATED_MASK_RADIUS
+    from denoise.methods.patches import resolve_mask_radius
 
     rng = np.random.default_rng(5)
-    corr = write_store(tmp_path / "c.ome.zarr", _correlated_series(rng), "tyx", (1, 320, 320))
+    corr = write_store(tmp_path / "c.ome.zarr", correlated_series(rng)[0], "tyx", (1, 320, 320))
     white_data = (250 + np.sqrt(6 * 250) * rng.normal(size=(3, 320, 320))).astype(np.float32)
     white = write_store(tmp_path / "w.ome.zarr", white_data, "tyx", (1, 320, 320))
     cfg = TrainConfig(**TINY)

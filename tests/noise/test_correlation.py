@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 
 from denoise.noise.correlation import estimate_noise_correlation, noise_psd, psd_from_acov
+from tests.conftest import correlated_noise, correlated_series
 
 
 def _signal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -18,13 +19,8 @@ def _signal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 def _correlated(
     shape: tuple[int, int], rng: np.random.Generator, width: float
 ) -> tuple[np.ndarray, float]:
-    """White noise blurred by a Gaussian of ``width`` px, scaled to variance 6; its lag-1
-    correlation (exact for the sampled kernel)."""
-    k = np.exp(-0.5 * (np.arange(-6, 7) / width) ** 2)
-    k2 = np.outer(k, k)
-    n = ndimage.convolve(rng.normal(size=shape), k2, mode="wrap")
-    rho = float(np.sum(k2[:, 1:] * k2[:, :-1]) / np.sum(k2 * k2))
-    return n * np.sqrt(6.0 / np.sum(k2 * k2)), rho
+    """Correlated noise of variance 6 (the FMD wide-field level) and its lag-1 correlation."""
+    return correlated_noise(shape, rng, width, variance=6.0)
 
 
 def test_white_noise_reads_unit_variance_and_no_correlation():
@@ -86,10 +82,8 @@ def test_noise_fit_records_the_correlation_and_the_report_shows_it():
 
     rng = np.random.default_rng(4)
     shape = (320, 320)
-    base = ndimage.gaussian_filter(rng.normal(size=shape), 16)
-    sig = 250 + 150 * base / np.abs(base).max()  # smooth, 100-400
-    u, _ = _correlated(shape, rng, 0.7)
-    x = sig + np.sqrt(sig) * u  # variance 6·s, lag-1 0.58
+    series, sig = correlated_series(rng, n_t=1, size=shape[0])
+    x = series[0]  # variance 6·s, lag-1 0.58
     fit = estimate_from_array(x.astype(np.float32), NoiseModelConfig(), seed=0)
     c = fit["spatial_correlation"]
     assert c is not None and c["correlated"] is True and c["lag1"] > 0.3
